@@ -1,0 +1,31 @@
+# The two commands of the README. Everything installs into .venv from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint schema clean
+
+run: $(VENV)/.installed
+	$(BIN)/tfscale run configs/quickstart.yaml
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
+
+schema: $(VENV)/.installed
+	$(BIN)/tfscale validate --schema > schema/experiment.schema.json
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[cpu,test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,193 @@
+"""From rows to answers: throughput, speedup, scaling efficiency, payoff points, cost models.
+
+Pure functions over result rows (dicts as stored in results.jsonl); no Ray, no TensorFlow.
+Definitions follow DESIGN.md "Analysis definitions".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfscale.groups import parse_group
+
+
+def ok_rows(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if row.get("status") == "ok"]
+
+
+def x_axis(rows: list[dict]) -> str:
+    """The one of m, k, n that varies across the rows, else flops."""
+    varying = [dim for dim in "mkn" if len({row[dim] for row in rows}) > 1]
+    return varying[0] if len(varying) == 1 else "flops"
+
+
+def series_key(row: dict) -> tuple:
+    """Rows of one curve: same group, dtype and data mode (other coordinates vary)."""
+    return (row["group"], row["dtype"], row["data"])
+
+
+def curves(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Ok rows per curve, ordered by the x axis."""
+    rows = ok_rows(rows)
+    axis = x_axis(rows) if rows else "flops"
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        out[series_key(row)].append(row)
+    return {key: sorted(value, key=lambda r: (r[axis], r["flops"])) for key, value in out.items()}
+
+
+def label(group: str, emulated: bool) -> str:
+    return f"{group} (emulated)" if emulated else group
+
+
+def _coordinates(row: dict) -> tuple:
+    return (row["m"], row["k"], row["n"], row["dtype"], row["data"])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """B against A at one point: speedup = time_A / time_B, and whether the IQRs separate."""
+
+    x: float
+    speedup: float
+    certain: bool
+
+
+def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
+    rows = ok_rows(rows)
+    axis = x_axis(rows) if rows else "flops"
+    by_a = {_coordinates(r): r for r in rows if r["group"] == a and r["dtype"] == dtype and r["data"] == data}
+    out = []
+    for row_b in rows:
+        if row_b["group"] != b or row_b["dtype"] != dtype or row_b["data"] != data:
+            continue
+        row_a = by_a.get(_coordinates(row_b))
+        if row_a is None:
+            continue
+        separate = row_b["q3_s"] < row_a["q1_s"] or row_a["q3_s"] < row_b["q1_s"]
+        out.append(Comparison(row_b[axis], row_a["median_s"] / row_b["median_s"], separate))
+    return sorted(out, key=lambda c: c.x)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Does B pay off over A, from which swept size on, and how sure are we."""
+
+    a: str
+    b: str
+    dtype: str
+    data: str
+    axis: str
+    payoff_x: float | None
+    lo: float
+    hi: float
+    speedup_at_hi: float
+    certain: bool
+    emulated: bool
+
+    def sentence(self) -> str:
+        tag = " (emulated)" if self.emulated else ""
+        if self.payoff_x is None:
+            return f"{self.b}{tag} does not pay off over {self.a} in {self.axis} = [{self.lo:,.0f}, {self.hi:,.0f}]"
+        sure = "" if self.certain else " (uncertain: IQRs overlap)"
+        return (
+            f"{self.b}{tag} beats {self.a} from {self.axis} = {self.payoff_x:,.0f} on; "
+            f"{self.speedup_at_hi:.2f}x at {self.hi:,.0f}{sure}"
+        )
+
+
+def payoff(comparisons: list[Comparison]) -> tuple[float | None, bool]:
+    """The smallest swept size from which B is faster at every larger size, and its certainty."""
+    start = None
+    for i in range(len(comparisons) - 1, -1, -1):
+        if comparisons[i].speedup > 1:
+            start = i
+        else:
+            break
+    if start is None:
+        return None, all(c.certain for c in comparisons)
+    return comparisons[start].x, all(c.certain for c in comparisons[start:])
+
+
+def pairs(groups: list[str], baseline: str) -> list[tuple[str, str]]:
+    """Meaningful (A, B) pairs: each group vs the baseline; gpu vs cpu; mirrored:k vs gpu and vs
+    mirrored:j for j < k."""
+    out = [(baseline, g) for g in groups if g != baseline]
+    kinds = {g: parse_group(g) for g in groups}
+    if "gpu" in groups and "cpu" in groups:
+        out.append(("cpu", "gpu"))
+    for g, (kind, k) in kinds.items():
+        if kind != "mirrored":
+            continue
+        if "gpu" in groups:
+            out.append(("gpu", g))
+        out += [(h, g) for h, (kind_h, j) in kinds.items() if kind_h == "mirrored" and j < k]
+    return list(dict.fromkeys(out))
+
+
+def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict]:
+    rows = ok_rows(rows)
+    if not rows:
+        return []
+    axis = x_axis(rows)
+    emulated = {r["group"] for r in rows if r.get("emulated")}
+    modes = sorted({(r["dtype"], r["data"]) for r in rows})
+    out = []
+    for a, b in pairs(groups, baseline):
+        for dtype, data in modes:
+            comparisons = compare(rows, a, b, dtype, data)
+            if not comparisons:
+                continue
+            x, certain = payoff(comparisons)
+            out.append(
+                Verdict(
+                    a, b, dtype, data, axis, x, comparisons[0].x, comparisons[-1].x,
+                    comparisons[-1].speedup, certain, bool({a, b} & emulated),
+                )
+            )
+    return out
+
+
+def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[tuple[float, float]]:
+    """(x, speedup over gpu / k) of a mirrored:k group at each common point."""
+    kind, k = parse_group(group)
+    if kind != "mirrored":
+        return []
+    return [(c.x, c.speedup / k) for c in compare(rows, "gpu", group, dtype, data)]
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """time ~= t0 + flops / peak, fitted to the medians of one curve."""
+
+    t0_s: float
+    peak_gflops: float
+    max_rel_residual: float
+    points: int
+
+    def predict(self, flops: float) -> float:
+        return self.t0_s + flops / (self.peak_gflops * 1e9)
+
+
+def fit_cost_model(rows: list[dict]) -> CostModel | None:
+    """Least squares in relative error, so small and large sizes count alike; None if < 3 rows."""
+    if len(rows) < 3:
+        return None
+    work = np.array([r["flops"] for r in rows], dtype=float)
+    time = np.array([r["median_s"] for r in rows], dtype=float)
+    design = np.stack([np.ones_like(work), work], axis=1) / time[:, None]
+    (t0, inverse_peak), *_ = np.linalg.lstsq(design, np.ones_like(time), rcond=None)
+    t0, inverse_peak = max(t0, 0.0), max(inverse_peak, 1e-30)
+    residual = np.abs(t0 + work * inverse_peak - time) / time
+    return CostModel(float(t0), float(1 / inverse_peak / 1e9), float(residual.max()), len(rows))
+
+
+def peaks(rows: list[dict]) -> dict[tuple, dict]:
+    """Best measured GFLOP/s and GB/s per curve."""
+    return {
+        key: {"gflops": max(r["gflops"] for r in value), "gbps": max(r["gbps"] for r in value)}
+        for key, value in curves(rows).items()
+    }

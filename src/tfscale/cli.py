@@ -1,0 +1,235 @@
+"""`tfscale run | validate | report`: the user's entry point.
+
+Exit codes: 0 complete; 2 bad config or usage (nothing run, nothing written); 3 interrupted
+(resumable); 4 complete but partial (some groups unavailable on this cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tfscale import __version__, config, plan
+from tfscale.errors import TfscaleError
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PARTIAL = 0, 2, 3, 4
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise TfscaleError(f"{message} (see tfscale {self.prog.split()[-1]} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tfscale", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tfscale {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run an experiment, write its run folder")
+    run.add_argument("config", nargs="?", help="experiment YAML (optional with --resume)")
+    run.add_argument("--out", type=Path, help="run folder (default results/<name>-<timestamp>)")
+    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    run.add_argument("--emulate", choices=["never", "missing", "always"], help="override emulate")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any field, value read as YAML (repeatable)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+
+    validate = commands.add_parser("validate", help="check configs and count their points")
+    validate.add_argument("configs", nargs="*")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--schema", action="store_true", help="print the config JSON Schema")
+
+    report = commands.add_parser("report", help="redraw plots and summary.md of a run")
+    report.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.command]
+        return handler(args)
+    except TfscaleError as exc:
+        print(f"tfscale: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def cmd_validate(args) -> int:
+    if args.schema:
+        print(json.dumps(config.Experiment.model_json_schema(), indent=2))
+        return EXIT_OK
+    if not args.configs:
+        raise TfscaleError("give at least one CONFIG (or --schema)")
+    for path in args.configs:
+        experiment = config.load(path, args.overrides)
+        points = plan.expand(experiment)
+        groups = ", ".join(entry.group for entry in experiment.groups)
+        print(f"{path}: ok, {len(points)} points ({groups})")
+    return EXIT_OK
+
+
+def _load_for_run(args) -> tuple[config.Experiment, Path | None]:
+    overrides = list(args.overrides) + ([f"emulate={args.emulate}"] if args.emulate else [])
+    if args.resume is None:
+        if not args.config:
+            raise TfscaleError("give a CONFIG to run, or --resume RUN_DIR")
+        return config.load(args.config, overrides), None
+    from tfscale.store import RunStore
+
+    store = RunStore.open(args.resume)
+    recorded = config.load(store.config_path)
+    if overrides and not args.config:
+        raise TfscaleError("--set/--emulate cannot change a run being resumed")
+    if args.config:
+        given = config.load(args.config, overrides)
+        if given.digest() != recorded.digest():
+            raise TfscaleError(
+                f"{args.config} differs from the config of {args.resume} "
+                f"(digest {given.digest()} vs {recorded.digest()}); resume with the run's own "
+                f"config: tfscale run --resume {args.resume}"
+            )
+    return recorded, args.resume
+
+
+def cmd_run(args) -> int:
+    experiment, resume_dir = _load_for_run(args)
+    points = plan.expand(experiment)
+
+    from tfscale.store import RunStore, default_run_dir
+
+    created = resume_dir is None
+    if created:
+        store = RunStore.create(args.out or default_run_dir(experiment.name), experiment)
+    else:
+        store = RunStore.open(resume_dir)
+        store.repair_tail()
+    rows, warnings = store.rows()
+    for warning in warnings:
+        print(f"tfscale: warning: {warning}", file=sys.stderr)
+    done = {row["point_id"] for row in rows}
+    todo = [point for point in points if point.point_id not in done]
+
+    stop = _StopFlag()
+    from tfscale import runner
+    from tfscale.progress import Progress
+
+    progress = Progress(len(points))
+    progress.done = len(points) - len(todo)
+    outcome = None
+    try:
+        try:
+            connection = runner.connect(args.address)
+        except TfscaleError:
+            if created:
+                store.discard()
+            raise
+        stop.install()
+        environment = {
+            **runner.driver_environment(),
+            **connection,
+            "experiment_digest": experiment.digest(),
+            "git_commit": _git_commit(),
+            "command": sys.argv,
+            "resumed": resume_dir is not None,
+        }
+        store.write_json("environment.json", environment)
+        outcome = runner.Runner(experiment, store, progress, stop).run(todo)
+        environment["workers"] = outcome.workers
+        store.write_json("environment.json", _merge_workers(store, environment))
+    except KeyboardInterrupt:
+        outcome = None
+    finally:
+        store.close()
+        stop.uninstall()
+        progress.close()
+        runner.shutdown()
+
+    write_report(store, experiment)
+    if outcome is None or outcome.interrupted:
+        print(f"tfscale: interrupted; finish with: tfscale run --resume {store.path}", file=sys.stderr)
+        print(store.path)
+        return EXIT_INTERRUPTED
+    print(store.path)
+    return EXIT_PARTIAL if outcome.unavailable else EXIT_OK
+
+
+def _merge_workers(store, environment: dict) -> dict:
+    """Keep workers described by earlier (resumed) sessions of the same run."""
+    path = store.path / "environment.json"
+    try:
+        previous = json.loads(path.read_text()).get("workers", {})
+    except (OSError, ValueError):
+        previous = {}
+    return {**environment, "workers": {**previous, **environment.get("workers", {})}}
+
+
+def write_report(store, experiment: config.Experiment) -> None:
+    from tfscale import report
+
+    rows, notes = store.rows()
+    groups = [entry.group for entry in experiment.groups]
+    report.plot_curves(rows, store.path / "plots", experiment.baseline_group)
+    text = report.summary(rows, groups, experiment.baseline_group, experiment.name, notes)
+    store.write_text("summary.md", text)
+
+
+def cmd_report(args) -> int:
+    from tfscale.store import RunStore
+
+    store = RunStore.open(args.run_dir)
+    experiment = config.load(store.config_path)
+    _, warnings = store.rows()
+    for warning in warnings:
+        print(f"tfscale: warning: {warning}", file=sys.stderr)
+    write_report(store, experiment)
+    print(store.path / "summary.md")
+    return EXIT_OK
+
+
+class _StopFlag:
+    """First Ctrl-C or SIGTERM: stop after the point in flight. Second: stop now."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ntfscale: stopping after the point in flight (again to stop now)", file=sys.stderr)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

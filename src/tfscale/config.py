@@ -1,0 +1,430 @@
+"""Experiment YAML -> validated `Experiment`, with `--set key=value` overrides.
+
+Every problem becomes a `ConfigError` that names the file, the line and the dotted field, so
+the CLI can print one line the user can act on. Only `yaml.safe_load`-level constructs are
+accepted: tags that build Python objects are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tfscale.errors import ConfigError
+from tfscale.groups import parse_group
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+DATA_MODES = ("device", "host")
+MAX_SIZE = 10**12
+MAX_RANGE_VALUES = 10_000
+_SIZE_TEXT = re.compile(r"^[0-9][0-9_]*(\.[0-9]*)?([eE]\+?[0-9]+)?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_size(value: Any) -> int:
+    """A positive whole size, written 1024, 1e8, 1.5e3 or 100_000_000 (YAML reads 1e8 as text)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 1024 or 1e8, got {value}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) or (isinstance(value, str) and _SIZE_TEXT.match(value.strip())):
+        number = float(str(value).replace("_", ""))
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError(f"expected a whole number, got {value}")
+        size = int(number)
+    else:
+        raise ValueError(f"expected a size such as 1024, 1e8 or 100_000_000, got {value!r}")
+    if size < 1:
+        raise ValueError(f"sizes must be at least 1, got {size}")
+    if size > MAX_SIZE:
+        raise ValueError(f"size {size} is beyond what any device holds (max {MAX_SIZE:.0e})")
+    return size
+
+
+class SizeRange(_Strict):
+    """A geometric range, both ends included: start, start*factor, ..., stop."""
+
+    start: int
+    stop: int
+    factor: float = 2.0
+
+    @field_validator("start", "stop", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+    @model_validator(mode="after")
+    def _ends(self) -> SizeRange:
+        if not math.isfinite(self.factor) or self.factor <= 1:
+            raise ValueError(f"factor must be > 1 or the range never reaches stop, got {self.factor}")
+        if self.stop < self.start:
+            raise ValueError(f"stop ({self.stop}) is below start ({self.start}); ranges run upwards")
+        count = math.log(self.stop / self.start) / math.log(self.factor)
+        if count > MAX_RANGE_VALUES:
+            raise ValueError(f"range has about {count:.0f} values (max {MAX_RANGE_VALUES})")
+        return self
+
+    def values(self) -> list[int]:
+        out, value = [], float(self.start)
+        while round(value) < self.stop:
+            if not out or round(value) != out[-1]:
+                out.append(round(value))
+            value *= self.factor
+        return [*out, self.stop]
+
+
+SizeSpec = Union[int, list[int], SizeRange]
+TIED = "m"  # k: m or n: m ties that dimension to m (square matmuls)
+
+
+def _parse_sizes(value: Any) -> SizeSpec:
+    if isinstance(value, dict):
+        try:
+            return SizeRange.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(_first_message(exc)) from None
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty list sweeps nothing")
+        sizes = []
+        for i, item in enumerate(value):
+            try:
+                sizes.append(parse_size(item))
+            except ValueError as exc:
+                raise ValueError(f"item {i}: {exc}") from None
+        return sorted(set(sizes))
+    return parse_size(value)
+
+
+def expand_sizes(spec: SizeSpec) -> list[int]:
+    if isinstance(spec, SizeRange):
+        return spec.values()
+    return list(spec) if isinstance(spec, list) else [spec]
+
+
+def _choices(value: Any, allowed: tuple[str, ...], what: str) -> str | list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError(f"an empty list of {what}s sweeps nothing")
+    for item in items:
+        if item not in allowed:
+            hint = difflib.get_close_matches(str(item), allowed, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"unknown {what} {item!r}{extra}; expected one of {', '.join(allowed)}")
+    return list(dict.fromkeys(items)) if isinstance(value, list) else value
+
+
+class Workload(_Strict):
+    """Y[m, n] = X[m, k] @ W[k, n]; X is the data (m rows), W the mirrored weights."""
+
+    m: SizeSpec
+    k: Union[SizeSpec, Literal["m"]]
+    n: Union[SizeSpec, Literal["m"]]
+    dtype: Union[str, list[str]] = "float32"
+    data: Union[str, list[str]] = "device"
+
+    @field_validator("m", mode="before")
+    @classmethod
+    def _rows(cls, value: Any) -> SizeSpec:
+        return _parse_sizes(value)
+
+    @field_validator("k", "n", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> SizeSpec | str:
+        return TIED if value == TIED else _parse_sizes(value)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: Any) -> str | list[str]:
+        return _choices(value, DTYPES, "dtype")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> str | list[str]:
+        return _choices(value, DATA_MODES, "data mode")
+
+
+class GroupEntry(_Strict):
+    """One device group; `emulate` and `threads` override the experiment-wide choice."""
+
+    group: str
+    emulate: bool | None = None
+    threads: int | None = Field(default=None, ge=1, le=4096)
+
+    @field_validator("group")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        parse_group(value)
+        return value
+
+    @model_validator(mode="after")
+    def _emulate_only_gpus(self) -> GroupEntry:
+        if self.emulate is not None and self.group == "cpu":
+            raise ValueError("emulate applies to GPU groups (gpu, mirrored:k), not cpu")
+        return self
+
+
+class Timing(_Strict):
+    warmup: int = Field(default=2, ge=1, le=1000)
+    min_repeats: int = Field(default=5, ge=1, le=100_000)
+    min_time_s: float = Field(default=0.2, ge=0, le=86_400)
+    max_time_s: float = Field(default=10.0, gt=0, le=86_400)
+    min_block_s: float = Field(default=0.01, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _order(self) -> Timing:
+        if self.max_time_s < self.min_time_s:
+            raise ValueError(f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s})")
+        return self
+
+
+class RunOptions(_Strict):
+    isolation: Literal["node", "device"] = "node"
+    max_attempts: int = Field(default=2, ge=1, le=100)
+    point_timeout_s: float = Field(default=600.0, gt=0)
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    memory_fraction: float = Field(default=0.8, gt=0, le=1)
+
+
+class Experiment(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)
+    description: str | None = None
+    workload: Workload
+    groups: list[GroupEntry] = Field(min_length=1)
+    emulate: Literal["never", "missing", "always"] = "never"
+    baseline: str | None = None
+    timing: Timing = Timing()
+    run: RunOptions = RunOptions()
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _group_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"group": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _groups_and_baseline(self) -> Experiment:
+        names = [entry.group for entry in self.groups]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"groups: {', '.join(duplicates)} listed twice")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline: {self.baseline!r} is not among the groups ({', '.join(names)})")
+        return self
+
+    @property
+    def baseline_group(self) -> str:
+        names = [entry.group for entry in self.groups]
+        return self.baseline or ("cpu" if "cpu" in names else names[0])
+
+    def resolved(self) -> dict[str, Any]:
+        """The experiment as plain data, defaults filled in: what config.yaml of a run holds."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def digest(self) -> str:
+        """Stable hash of the resolved experiment; `--resume` refuses a different one."""
+        text = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---- loading, with file:line locations -------------------------------------------------------
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Experiment:
+    """Read, override and validate one experiment file; raise ConfigError on any problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=file) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a YAML file", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=file) from None
+    if b"\0" in raw_bytes:
+        raise ConfigError("is a binary file, expected YAML text", file=file)
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("is not UTF-8 text, expected YAML", file=file) from None
+    return loads(text, file=file, overrides=overrides)
+
+
+def loads(text: str, file: str = "<config>", overrides: list[str] = ()) -> Experiment:
+    tree = _parse(text, file)
+    data = tree.data
+    overridden = []
+    for item in overrides:
+        field = apply_override(data, item)
+        overridden.append(field)
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise _located(exc, tree, file, overridden) from None
+
+
+class _Tree:
+    def __init__(self, data: dict[str, Any], node: yaml.Node):
+        self.data, self.node = data, node
+
+
+def _parse(text: str, file: str) -> _Tree:
+    if not text.strip():
+        raise ConfigError("file is empty; an experiment needs name, workload and groups", file=file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or "invalid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            problem = f"{problem} (tags that construct objects are not allowed)"
+        raise ConfigError(problem, file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    if node is None or data is None:
+        raise ConfigError("file is empty; an experiment needs name, workload and groups", file=file)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping of fields (name, workload, groups, ...), got {type(data).__name__}",
+            file=file,
+            line=node.start_mark.line + 1,
+        )
+    _reject_duplicate_keys(node, file, "")
+    return _Tree(data, node)
+
+
+def _reject_duplicate_keys(node: yaml.Node, file: str, prefix: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = f"{prefix}{key.value}"
+            if key.value in seen:
+                raise ConfigError("key appears twice", field=name, file=file, line=key.start_mark.line + 1)
+            seen.add(key.value)
+            _reject_duplicate_keys(value, file, name + ".")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _reject_duplicate_keys(value, file, f"{prefix[:-1]}[{i}].")
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    line = node.start_mark.line + 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not match:
+                break
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for key in loc:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def _first_message(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = _dotted(_data_loc(error["loc"]))
+    return f"{field}: {_message(error)}" if field else _message(error)
+
+
+def _data_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds union branch names such as 'int' or 'list[int]' to locations
+    return tuple(part for part in loc if isinstance(part, int) or not re.search(r"[\[\]]|^int$|^str$", part))
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits, '_', '.' and '-' only, not starting with '.' or '-'"
+    return f"{msg} (got {error['input']!r})" if "input" in error and kind != "extra_forbidden" else msg
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Experiment
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = model.model_fields.get(key) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        for arg in list(candidates):
+            candidates += list(getattr(arg, "__args__", ()))
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return []
+        model = models[0]
+    return list(model.model_fields)
+
+
+def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]) -> ConfigError:
+    errors = sorted(exc.errors(), key=lambda e: _line_of(tree.node, _data_loc(e["loc"])))
+    error = errors[0]
+    loc = _data_loc(error["loc"])
+    field = _dotted(loc) or None
+    message = _message(error)
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        message = "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        if known:
+            message += f"; known fields: {', '.join(known)}"
+    for path in overridden:
+        if field and (field == path or field.startswith(path + ".") or path.startswith(field + ".")):
+            return ConfigError(message, field=f"--set {path}")
+    return ConfigError(message, field=field, file=file, line=_line_of(tree.node, loc))
+
+
+def apply_override(data: dict[str, Any], item: str) -> str:
+    """Apply one `key.sub=value` (value read as YAML) to raw config data; return the key."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"expected KEY=VALUE such as workload.k=2048, got {item!r}", field="--set")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"value is not valid YAML: {exc}", field=f"--set {key}") from None
+    parts = key.split(".")
+    target = data
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(target.get(part, {}), dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a mapping", field=f"--set {key}")
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+    return key

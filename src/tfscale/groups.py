@@ -1,0 +1,98 @@
+"""Device groups: names, and what each needs from a cluster (one function, pure).
+
+A group is `cpu`, `gpu` (one GPU) or `mirrored:k` (k GPUs of one node under MirroredStrategy).
+GPU groups may be *emulated*: k logical CPU devices stand in for k GPUs, always labelled so.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_GROUP = re.compile(r"^(cpu|gpu|mirrored:([1-9][0-9]{0,2}))$")
+
+
+def parse_group(name: str) -> tuple[str, int]:
+    """'mirrored:4' -> ('mirrored', 4); raise ValueError for anything else."""
+    match = _GROUP.match(str(name))
+    if not match:
+        raise ValueError(f"unknown group {name!r}; expected cpu, gpu or mirrored:K (K GPUs of one node)")
+    kind = match.group(1).split(":")[0]
+    return kind, int(match.group(2) or 1)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One alive Ray node as the driver sees it."""
+
+    node_id: str
+    address: str
+    cpus: float
+    gpus: float
+    memory_bytes: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a group asks of the cluster, or why the cluster cannot serve it."""
+
+    group: str
+    kind: str
+    replicas: int
+    emulated: bool
+    num_cpus: int
+    num_gpus: int
+    threads: int
+    unavailable: str | None = None
+
+    @property
+    def resources(self) -> dict[str, float]:
+        bundle = {"CPU": float(self.num_cpus)}
+        if self.num_gpus:
+            bundle["GPU"] = float(self.num_gpus)
+        return bundle
+
+
+def place(
+    group: str,
+    emulate_policy: str,
+    nodes: list[NodeInfo],
+    emulate: bool | None = None,
+    threads: int | None = None,
+) -> Placement:
+    """Decide emulation and the resource request of one group on these nodes.
+
+    CPU-measuring groups (cpu, emulated GPU groups) ask for every CPU they compute with, by
+    default all CPUs of the largest node, so nothing else runs beside them. Real GPU groups ask
+    for their GPUs on one node and one CPU to drive them.
+    """
+    kind, replicas = parse_group(group)
+    max_cpus = int(max((node.cpus for node in nodes), default=0))
+    max_gpus = int(max((node.gpus for node in nodes), default=0))
+    if kind == "cpu":
+        emulated = False
+    elif emulate is not None:
+        emulated = emulate
+    else:
+        emulated = emulate_policy == "always" or (emulate_policy == "missing" and max_gpus < replicas)
+
+    if kind == "cpu" or emulated:
+        want = threads or max_cpus
+        placement = Placement(group, kind, replicas, emulated, want, 0, want)
+        if want < 1 or want > max_cpus:
+            return _unavailable(placement, f"needs {want} CPUs on one node; the largest node has {max_cpus}")
+        return placement
+
+    placement = Placement(group, kind, replicas, False, 1, replicas, threads or 1)
+    if max_gpus < replicas:
+        return _unavailable(
+            placement,
+            f"needs {replicas} GPU{'s' if replicas > 1 else ''} on one node; "
+            f"the largest node has {max_gpus} (emulate: {emulate_policy}; "
+            "set emulate: missing to measure on labelled stand-in CPU devices)",
+        )
+    return placement
+
+
+def _unavailable(placement: Placement, reason: str) -> Placement:
+    return Placement(**{**placement.__dict__, "unavailable": reason})

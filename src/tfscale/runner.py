@@ -1,0 +1,264 @@
+"""Ray side of the driver: connect, place groups, one actor per group, stream rows to the store.
+
+Groups the cluster cannot serve are written as `unavailable` rows before any measurement.
+Each available group gets one long-lived actor (TensorFlow imported and devices set up once),
+inside a one-bundle placement group, so a request the cluster cannot satisfy is detected with
+a timeout instead of waiting forever. Groups run one after another, so no two measurements
+share a node at the same time. Each row is stored before the next point is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+# Ray reads its auth mode when imported: token authentication on unless the user says otherwise
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import ray  # noqa: E402
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from tfscale.config import Experiment
+from tfscale.errors import TfscaleError
+from tfscale.groups import NodeInfo, Placement, place
+from tfscale.plan import Capacity, Point, fits
+from tfscale.progress import Progress
+from tfscale.results import now, ok_row, terminal_row
+from tfscale.store import RunStore
+from tfscale.worker import GroupWorker
+
+QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+
+
+class _GroupActor(GroupWorker):
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+RemoteGroup = ray.remote(max_restarts=0, max_concurrency=1)(_GroupActor)
+
+
+def connect(address: str | None = None) -> dict:
+    """Join a cluster (`address`, RAY_ADDRESS) or start a local one on 127.0.0.1 with token auth."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started = time.perf_counter()
+    if not ray.is_initialized():
+        common = {"log_to_driver": False, "logging_level": logging.WARNING}
+        try:
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(
+                    dashboard_host="127.0.0.1",
+                    _node_ip_address="127.0.0.1",
+                    object_store_memory=256 * 2**20,
+                    **common,
+                )
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TfscaleError(f"could not start or reach {where}: {first}") from None
+    return {"address": address or "local", "connect_s": time.perf_counter() - started}
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def alive_nodes() -> list[NodeInfo]:
+    nodes = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        nodes.append(
+            NodeInfo(
+                node_id=node["NodeID"],
+                address=node.get("NodeManagerAddress", "?"),
+                cpus=resources.get("CPU", 0.0),
+                gpus=resources.get("GPU", 0.0),
+                memory_bytes=resources.get("memory", 0.0),
+            )
+        )
+    return nodes
+
+
+@dataclass
+class Outcome:
+    rows: int = 0
+    unavailable: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    workers: dict[str, dict] = field(default_factory=dict)
+
+
+class _GroupSession:
+    """One group's actor and placement group; recreated after a crash or a timeout."""
+
+    def __init__(self, placement: Placement, start_timeout_s: float):
+        self.placement, self.start_timeout_s = placement, start_timeout_s
+        self.actor, self.pg, self.info, self.node = None, None, None, None
+
+    def start(self) -> str | None:
+        """Start the actor; None when ready, else why the cluster cannot serve the group."""
+        p = self.placement
+        self.pg = placement_group([p.resources], strategy="STRICT_PACK")
+        ready, _ = ray.wait([self.pg.ready()], timeout=self.start_timeout_s)
+        if not ready:
+            self.stop()
+            return (
+                f"the cluster could not reserve {p.resources} on one node within "
+                f"{self.start_timeout_s:g} s (resources busy or missing)"
+            )
+        options = {
+            "num_cpus": p.num_cpus,
+            "num_gpus": p.num_gpus,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, 0),
+            "runtime_env": {"env_vars": {**QUIET_TF, "OMP_NUM_THREADS": str(p.threads)}},
+        }
+        self.actor = RemoteGroup.options(**options).remote(
+            p.group, p.kind, p.replicas, p.emulated, p.threads
+        )
+        try:
+            self.info, self.node = ray.get(
+                [self.actor.describe.remote(), self.actor.node_id.remote()],
+                timeout=self.start_timeout_s + 120,
+            )
+        except (GetTimeoutError, RayActorError) as exc:
+            self.stop()
+            return f"the worker did not start: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        return None
+
+    def capacity(self) -> Capacity:
+        devices = self.info.get("devices") or {}
+        return Capacity(devices.get("host_bytes", 0), devices.get("device_bytes"))
+
+    def stop(self) -> None:
+        if self.actor is not None:
+            ray.kill(self.actor, no_restart=True)
+            self.actor = None
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None
+
+
+class Runner:
+    def __init__(self, experiment: Experiment, store: RunStore, progress: Progress, stop_requested):
+        self.experiment, self.store, self.progress = experiment, store, progress
+        self.stop_requested = stop_requested
+        self.timing = experiment.timing.model_dump()
+        self.outcome = Outcome()
+        self._addresses: dict[str, str] = {}
+
+    def _write(self, point: Point, row: dict) -> None:
+        self.store.append(row)
+        self.outcome.rows += 1
+        self.progress.finish_point(point, row)
+
+    def run(self, points: list[Point]) -> Outcome:
+        nodes = alive_nodes()
+        self._addresses = {node.node_id: node.address for node in nodes}
+        placements = {}
+        for entry in self.experiment.groups:
+            mine = [p for p in points if p.group == entry.group]
+            placement = place(entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads)
+            placements[entry.group] = placement
+            if placement.unavailable and mine:
+                self.outcome.unavailable.append(f"{entry.group}: {placement.unavailable}")
+                self.progress.message(f"{entry.group}: unavailable: {placement.unavailable}")
+                for point in mine:
+                    self._write(point, self._unavailable(point, placement, placement.unavailable))
+        for entry in self.experiment.groups:
+            placement = placements[entry.group]
+            mine = [p for p in points if p.group == entry.group]
+            if mine and not placement.unavailable:
+                self._run_group(placement, mine)
+                if self.outcome.interrupted:
+                    break
+        return self.outcome
+
+    def _unavailable(self, point: Point, placement: Placement, reason: str) -> dict:
+        return terminal_row(point, "unavailable", reason, emulated=placement.emulated, attempt=0)
+
+    def _run_group(self, placement: Placement, points: list[Point]) -> None:
+        run = self.experiment.run
+        session = _GroupSession(placement, run.start_timeout_s)
+        why = session.start()
+        if why:
+            self.outcome.unavailable.append(f"{placement.group}: {why}")
+            for point in points:
+                self._write(point, self._unavailable(point, placement, why))
+            return
+        self.outcome.workers[placement.group] = session.info
+        try:
+            for point in points:
+                if self.stop_requested():
+                    self.outcome.interrupted = True
+                    return
+                self.progress.start_point(point)
+                self._write(point, self._measure(session, point))
+        finally:
+            session.stop()
+
+    def _measure(self, session: _GroupSession, point: Point) -> dict:
+        run = self.experiment.run
+        placement = session.placement
+        reason = None
+        for attempt in range(1, run.max_attempts + 1):
+            if session.actor is None:
+                why = session.start()
+                if why:
+                    return self._unavailable(point, placement, why)
+            context = {
+                "emulated": placement.emulated,
+                "attempt": attempt,
+                "node": self._addresses.get(session.node, session.node),
+                "node_id": session.node,
+                "threads": placement.threads,
+            }
+            too_big = fits(point, session.capacity(), run.memory_fraction)
+            if too_big:
+                return terminal_row(point, "skipped", too_big, **context)
+            started_at = now()
+            ref = session.actor.run_point.remote(point.coordinates(), self.timing)
+            try:
+                result = ray.get(ref, timeout=run.point_timeout_s)
+            except GetTimeoutError:
+                session.stop()
+                return terminal_row(
+                    point, "timeout", f"ran over point_timeout_s={run.point_timeout_s:g}", **context
+                )
+            except RayActorError as exc:
+                session.stop()
+                reason = f"worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"
+                continue
+            status = result.pop("status")
+            if status != "ok":
+                return terminal_row(point, status, result.pop("reason"), **context)
+            samples = result.pop("samples")
+            return ok_row(point, samples, started_at=started_at, **context, **result)
+        return terminal_row(point, "failed", reason or "worker died", **context)
+
+
+def driver_environment() -> dict:
+    """What the driver knows about where it runs; workers add theirs per group."""
+    import platform
+
+    import numpy
+
+    from tfscale import __version__
+
+    return {
+        "tfscale": __version__,
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "driver_host": socket.gethostname(),
+        "nodes": [node.__dict__ for node in alive_nodes()] if ray.is_initialized() else [],
+    }
