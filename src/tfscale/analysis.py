@@ -59,7 +59,11 @@ class Comparison:
 def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
     rows = ok_rows(rows)
     axis = x_axis(rows) if rows else "flops"
-    by_a = {_coordinates(r): r for r in rows if r["group"] == a and r["dtype"] == dtype and r["data"] == data}
+    by_a = {
+        _coordinates(r): r
+        for r in rows
+        if r["group"] == a and r["dtype"] == dtype and r["data"] == data
+    }
     out = []
     for row_b in rows:
         if row_b["group"] != b or row_b["dtype"] != dtype or row_b["data"] != data:
@@ -144,14 +148,25 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
             x, certain = payoff(comparisons)
             out.append(
                 Verdict(
-                    a, b, dtype, data, axis, x, comparisons[0].x, comparisons[-1].x,
-                    comparisons[-1].speedup, certain, bool({a, b} & emulated),
+                    a,
+                    b,
+                    dtype,
+                    data,
+                    axis,
+                    x,
+                    comparisons[0].x,
+                    comparisons[-1].x,
+                    comparisons[-1].speedup,
+                    certain,
+                    bool({a, b} & emulated),
                 )
             )
     return out
 
 
-def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[tuple[float, float]]:
+def scaling_efficiency(
+    rows: list[dict], group: str, dtype: str, data: str
+) -> list[tuple[float, float]]:
     """(x, speedup over gpu / k) of a mirrored:k group at each common point."""
     kind, k = parse_group(group)
     if kind != "mirrored":

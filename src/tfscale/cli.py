@@ -34,13 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="run folder (default results/<name>-<timestamp>)")
     run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     run.add_argument("--emulate", choices=["never", "missing", "always"], help="override emulate")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any field, value read as YAML (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any field, value read as YAML (repeatable)",
+    )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
 
     validate = commands.add_parser("validate", help="check configs and count their points")
     validate.add_argument("configs", nargs="*")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
+    )
     validate.add_argument("--schema", action="store_true", help="print the config JSON Schema")
 
     report = commands.add_parser("report", help="redraw plots and summary.md of a run")
@@ -106,10 +114,10 @@ def cmd_run(args) -> int:
         store = RunStore.create(args.out or default_run_dir(experiment.name), experiment)
     else:
         store = RunStore.open(resume_dir)
-        store.repair_tail()
     rows, warnings = store.rows()
     for warning in warnings:
         print(f"tfscale: warning: {warning}", file=sys.stderr)
+    store.repair_tail()
     done = {row["point_id"] for row in rows}
     todo = [point for point in points if point.point_id not in done]
 
@@ -150,7 +158,9 @@ def cmd_run(args) -> int:
 
     write_report(store, experiment)
     if outcome is None or outcome.interrupted:
-        print(f"tfscale: interrupted; finish with: tfscale run --resume {store.path}", file=sys.stderr)
+        print(
+            f"tfscale: interrupted; finish with: tfscale run --resume {store.path}", file=sys.stderr
+        )
         print(store.path)
         return EXIT_INTERRUPTED
     print(store.path)
@@ -219,12 +229,19 @@ class _StopFlag:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -74,9 +74,13 @@ class SizeRange(_Strict):
     @model_validator(mode="after")
     def _ends(self) -> SizeRange:
         if not math.isfinite(self.factor) or self.factor <= 1:
-            raise ValueError(f"factor must be > 1 or the range never reaches stop, got {self.factor}")
+            raise ValueError(
+                f"factor must be > 1 or the range never reaches stop, got {self.factor}"
+            )
         if self.stop < self.start:
-            raise ValueError(f"stop ({self.stop}) is below start ({self.start}); ranges run upwards")
+            raise ValueError(
+                f"stop ({self.stop}) is below start ({self.start}); ranges run upwards"
+            )
         count = math.log(self.stop / self.start) / math.log(self.factor)
         if count > MAX_RANGE_VALUES:
             raise ValueError(f"range has about {count:.0f} values (max {MAX_RANGE_VALUES})")
@@ -91,7 +95,7 @@ class SizeRange(_Strict):
         return [*out, self.stop]
 
 
-SizeSpec = Union[int, list[int], SizeRange]
+SizeSpec = int | list[int] | SizeRange
 TIED = "m"  # k: m or n: m ties that dimension to m (square matmuls)
 
 
@@ -128,7 +132,9 @@ def _choices(value: Any, allowed: tuple[str, ...], what: str) -> str | list[str]
         if item not in allowed:
             hint = difflib.get_close_matches(str(item), allowed, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"unknown {what} {item!r}{extra}; expected one of {', '.join(allowed)}")
+            raise ValueError(
+                f"unknown {what} {item!r}{extra}; expected one of {', '.join(allowed)}"
+            )
     return list(dict.fromkeys(items)) if isinstance(value, list) else value
 
 
@@ -136,10 +142,10 @@ class Workload(_Strict):
     """Y[m, n] = X[m, k] @ W[k, n]; X is the data (m rows), W the mirrored weights."""
 
     m: SizeSpec
-    k: Union[SizeSpec, Literal["m"]]
-    n: Union[SizeSpec, Literal["m"]]
-    dtype: Union[str, list[str]] = "float32"
-    data: Union[str, list[str]] = "device"
+    k: SizeSpec | Literal["m"]
+    n: SizeSpec | Literal["m"]
+    dtype: str | list[str] = "float32"
+    data: str | list[str] = "device"
 
     @field_validator("m", mode="before")
     @classmethod
@@ -192,7 +198,9 @@ class Timing(_Strict):
     @model_validator(mode="after")
     def _order(self) -> Timing:
         if self.max_time_s < self.min_time_s:
-            raise ValueError(f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s})")
+            raise ValueError(
+                f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s})"
+            )
         return self
 
 
@@ -228,7 +236,9 @@ class Experiment(_Strict):
         if duplicates:
             raise ValueError(f"groups: {', '.join(duplicates)} listed twice")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(f"baseline: {self.baseline!r} is not among the groups ({', '.join(names)})")
+            raise ValueError(
+                f"baseline: {self.baseline!r} is not among the groups ({', '.join(names)})"
+            )
         return self
 
     @property
@@ -293,7 +303,7 @@ def _parse(text: str, file: str) -> _Tree:
         raise ConfigError("file is empty; an experiment needs name, workload and groups", file=file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -321,7 +331,9 @@ def _reject_duplicate_keys(node: yaml.Node, file: str, prefix: str) -> None:
         for key, value in node.value:
             name = f"{prefix}{key.value}"
             if key.value in seen:
-                raise ConfigError("key appears twice", field=name, file=file, line=key.start_mark.line + 1)
+                raise ConfigError(
+                    "key appears twice", field=name, file=file, line=key.start_mark.line + 1
+                )
             seen.add(key.value)
             _reject_duplicate_keys(value, file, name + ".")
     elif isinstance(node, yaml.SequenceNode):
@@ -355,12 +367,16 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def _first_message(exc: ValidationError) -> str:
     error = exc.errors()[0]
     field = _dotted(_data_loc(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {field!r}; a range takes start, stop and factor"
     return f"{field}: {_message(error)}" if field else _message(error)
 
 
 def _data_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds union branch names such as 'int' or 'list[int]' to locations
-    return tuple(part for part in loc if isinstance(part, int) or not re.search(r"[\[\]]|^int$|^str$", part))
+    return tuple(
+        part for part in loc if isinstance(part, int) or not re.search(r"[\[\]]|^int$|^str$", part)
+    )
 
 
 def _message(error: dict[str, Any]) -> str:
@@ -371,7 +387,9 @@ def _message(error: dict[str, Any]) -> str:
         return msg.removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         return "use letters, digits, '_', '.' and '-' only, not starting with '.' or '-'"
-    return f"{msg} (got {error['input']!r})" if "input" in error and kind != "extra_forbidden" else msg
+    return (
+        f"{msg} (got {error['input']!r})" if "input" in error and kind != "extra_forbidden" else msg
+    )
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -393,7 +411,11 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
 
 
 def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]) -> ConfigError:
-    errors = sorted(exc.errors(), key=lambda e: _line_of(tree.node, _data_loc(e["loc"])))
+    # an unknown key first: it usually explains a "missing" one (a typo)
+    errors = sorted(
+        exc.errors(),
+        key=lambda e: (e["type"] != "extra_forbidden", _line_of(tree.node, _data_loc(e["loc"]))),
+    )
     error = errors[0]
     loc = _data_loc(error["loc"])
     field = _dotted(loc) or None
@@ -405,7 +427,9 @@ def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]
         if known:
             message += f"; known fields: {', '.join(known)}"
     for path in overridden:
-        if field and (field == path or field.startswith(path + ".") or path.startswith(field + ".")):
+        if field and (
+            field == path or field.startswith(path + ".") or path.startswith(field + ".")
+        ):
             return ConfigError(message, field=f"--set {path}")
     return ConfigError(message, field=field, file=file, line=_line_of(tree.node, loc))
 
@@ -415,7 +439,9 @@ def apply_override(data: dict[str, Any], item: str) -> str:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        raise ConfigError(f"expected KEY=VALUE such as workload.k=2048, got {item!r}", field="--set")
+        raise ConfigError(
+            f"expected KEY=VALUE such as workload.k=2048, got {item!r}", field="--set"
+        )
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:

@@ -13,7 +13,11 @@ class ConfigError(TfscaleError):
     """A problem with an experiment file or an override, located as FILE:LINE: FIELD."""
 
     def __init__(
-        self, message: str, field: str | None = None, file: str | None = None, line: int | None = None
+        self,
+        message: str,
+        field: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
     ):
         self.message, self.field, self.file, self.line = message, field, file, line
         super().__init__(str(self))

@@ -16,7 +16,9 @@ def parse_group(name: str) -> tuple[str, int]:
     """'mirrored:4' -> ('mirrored', 4); raise ValueError for anything else."""
     match = _GROUP.match(str(name))
     if not match:
-        raise ValueError(f"unknown group {name!r}; expected cpu, gpu or mirrored:K (K GPUs of one node)")
+        raise ValueError(
+            f"unknown group {name!r}; expected cpu, gpu or mirrored:K (K GPUs of one node)"
+        )
     kind = match.group(1).split(":")[0]
     return kind, int(match.group(2) or 1)
 
@@ -74,13 +76,17 @@ def place(
     elif emulate is not None:
         emulated = emulate
     else:
-        emulated = emulate_policy == "always" or (emulate_policy == "missing" and max_gpus < replicas)
+        emulated = emulate_policy == "always" or (
+            emulate_policy == "missing" and max_gpus < replicas
+        )
 
     if kind == "cpu" or emulated:
         want = threads or max_cpus
         placement = Placement(group, kind, replicas, emulated, want, 0, want)
         if want < 1 or want > max_cpus:
-            return _unavailable(placement, f"needs {want} CPUs on one node; the largest node has {max_cpus}")
+            return _unavailable(
+                placement, f"needs {want} CPUs on one node; the largest node has {max_cpus}"
+            )
         return placement
 
     placement = Placement(group, kind, replicas, False, 1, replicas, threads or 1)

@@ -163,7 +163,11 @@ class Measurer:
         started = time.perf_counter()
         while True:
             blocks.append(block(inner))
-            if double is None and blocks[0] <= 4 * timing["min_block_s"] and inner <= MAX_INNER // 2:
+            if (
+                double is None
+                and blocks[0] <= 4 * timing["min_block_s"]
+                and inner <= MAX_INNER // 2
+            ):
                 double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
             spent = time.perf_counter() - started
             enough = len(blocks) >= timing["min_repeats"] and spent >= timing["min_time_s"]
@@ -209,7 +213,9 @@ class Measurer:
     def _placement(self, fn, x, w, iters) -> list[str]:
         """Devices the traced graph pins the matmuls to (soft placement is off, so binding)."""
         graph = fn.get_concrete_function(x, w, iters).graph
-        return sorted(short_device(op.device) for op in graph.get_operations() if op.type == "MatMul")
+        return sorted(
+            short_device(op.device) for op in graph.get_operations() if op.type == "MatMul"
+        )
 
     def _output_devices(self, out) -> list[str]:
         results = [out] if self.strategy is None else self.strategy.experimental_local_results(out)
@@ -220,7 +226,7 @@ def numerical_error(xs: list, w, heads: list[np.ndarray]) -> float:
     """Max error of Y's corner against NumPy in float64, relative to the RMS of the reference."""
     w_corner = w[:, :HEAD_COLS].numpy().astype(np.float64)
     worst = 0.0
-    for x, head in zip(xs, heads):
+    for x, head in zip(xs, heads, strict=True):
         if x.shape[0] == 0:
             continue
         reference = x[:HEAD_ROWS].numpy().astype(np.float64) @ w_corner

@@ -114,9 +114,7 @@ def fits(point: Point, capacity: Capacity, fraction: float) -> str | None:
         total = need.per_device * point.replicas + need.host
         budget = capacity.host_bytes * fraction
         if total > budget:
-            return (
-                f"needs {_gib(total)} of host memory, over {fraction:g} of {_gib(capacity.host_bytes)}"
-            )
+            return f"needs {_gib(total)} of host memory, over {fraction:g} of {_gib(capacity.host_bytes)}"
         return None
     budget = capacity.device_bytes * fraction
     if need.per_device > budget:

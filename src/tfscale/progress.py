@@ -69,4 +69,6 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        self.message(f"{self.done}/{self.total} points in {_clock(time.monotonic() - self.started)}")
+        self.message(
+            f"{self.done}/{self.total} points in {_clock(time.monotonic() - self.started)}"
+        )

@@ -9,11 +9,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from tfscale import analysis  # noqa: E402
+from tfscale import analysis
 
-AXIS_LABELS = {"m": "m (rows of X)", "k": "k (inner dimension)", "n": "n (columns of W)", "flops": "work (FLOP)"}
+AXIS_LABELS = {
+    "m": "m (rows of X)",
+    "k": "k (inner dimension)",
+    "n": "n (columns of W)",
+    "flops": "work (FLOP)",
+}
 
 
 def _style(rows: list[dict]) -> dict:
@@ -53,8 +58,13 @@ def plot_curves(rows: list[dict], plots: Path, baseline: str) -> list[Path]:
             ys = [r[field] for r in series]
             line = ax.plot(xs, ys, label=_curve_label(key, series, modes), **_style(series))[0]
             if field == "median_s":
-                ax.fill_between(xs, [r["q1_s"] for r in series], [r["q3_s"] for r in series],
-                                color=line.get_color(), alpha=0.15)
+                ax.fill_between(
+                    xs,
+                    [r["q1_s"] for r in series],
+                    [r["q3_s"] for r in series],
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
         _finish(ax, AXIS_LABELS[axis], ylabel, name)
         save(fig, name)
     _ratio_plots(rows, axis, baseline, save)
@@ -76,8 +86,14 @@ def _ratio_plots(rows, axis, baseline, save) -> None:
                 continue
             text = analysis.label(group, group in emulated)
             text += f" {dtype} {data}" if len(modes) > 1 else ""
-            ax.plot([p.x for p in points], [p.speedup for p in points], label=text,
-                    linestyle="--" if group in emulated else "-", marker="o", markersize=3)
+            ax.plot(
+                [p.x for p in points],
+                [p.speedup for p in points],
+                label=text,
+                linestyle="--" if group in emulated else "-",
+                marker="o",
+                markersize=3,
+            )
             drew = True
     ax.axhline(1.0, color="grey", linewidth=0.8)
     _finish(ax, AXIS_LABELS[axis], f"speedup over {baseline} (x)", f"speedup over {baseline}")
@@ -95,11 +111,22 @@ def _ratio_plots(rows, axis, baseline, save) -> None:
             points = analysis.scaling_efficiency(rows, group, dtype, data)
             if points:
                 text = analysis.label(group, bool({group, "gpu"} & emulated))
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=text,
-                        linestyle="--" if {group, "gpu"} & emulated else "-", marker="o", markersize=3)
+                ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    label=text,
+                    linestyle="--" if {group, "gpu"} & emulated else "-",
+                    marker="o",
+                    markersize=3,
+                )
     ax.axhline(1.0, color="grey", linewidth=0.8)
-    _finish(ax, AXIS_LABELS[axis], "scaling efficiency (speedup over gpu / k)", "scaling efficiency",
-            logy=False)
+    _finish(
+        ax,
+        AXIS_LABELS[axis],
+        "scaling efficiency (speedup over gpu / k)",
+        "scaling efficiency",
+        logy=False,
+    )
     save(fig, "efficiency")
 
 
@@ -121,8 +148,11 @@ def summary(rows: list[dict], groups: list[str], baseline: str, name: str, notes
     counts = Counter(r["status"] for r in rows)
     lines.append("Points: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if any(r.get("emulated") for r in rows):
-        lines += ["", "**Emulated groups** ran on logical CPU devices standing in for GPUs: their "
-                  "numbers say nothing about real GPUs."]
+        lines += [
+            "",
+            "**Emulated groups** ran on logical CPU devices standing in for GPUs: their "
+            "numbers say nothing about real GPUs.",
+        ]
     verdicts = analysis.verdicts(rows, groups, baseline)
     lines += ["", "## Verdicts", ""]
     if verdicts:
@@ -130,16 +160,27 @@ def summary(rows: list[dict], groups: list[str], baseline: str, name: str, notes
         lines += [f"| {v.a} | {v.b} | {v.dtype} | {v.data} | {v.sentence()} |" for v in verdicts]
     else:
         lines.append("No pair of groups has measured points in common.")
-    lines += ["", "## Per group", "", "| group | dtype | data | points | peak GFLOP/s | peak GB/s | "
-              "fit: t0 (us) | fit: peak GFLOP/s | fit: max residual |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per group",
+        "",
+        "| group | dtype | data | points | peak GFLOP/s | peak GB/s | "
+        "fit: t0 (us) | fit: peak GFLOP/s | fit: max residual |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, series in analysis.curves(rows).items():
         peak = analysis.peaks(series)[key]
         model = analysis.fit_cost_model(series)
-        fit = (f"{model.t0_s * 1e6:,.1f} | {model.peak_gflops:,.1f} | {model.max_rel_residual:.0%}"
-               if model else "- | - | -")
+        fit = (
+            f"{model.t0_s * 1e6:,.1f} | {model.peak_gflops:,.1f} | {model.max_rel_residual:.0%}"
+            if model
+            else "- | - | -"
+        )
         group = analysis.label(key[0], any(r.get("emulated") for r in series))
-        lines.append(f"| {group} | {key[1]} | {key[2]} | {len(series)} | {peak['gflops']:,.2f} | "
-                     f"{peak['gbps']:,.2f} | {fit} |")
+        lines.append(
+            f"| {group} | {key[1]} | {key[2]} | {len(series)} | {peak['gflops']:,.2f} | "
+            f"{peak['gbps']:,.2f} | {fit} |"
+        )
     problems = [r for r in rows if r["status"] != "ok"]
     warned = [r for r in rows if r.get("warnings")]
     if problems or warned or notes:
@@ -147,6 +188,8 @@ def summary(rows: list[dict], groups: list[str], baseline: str, name: str, notes
         lines += [f"- {note}" for note in notes]
         reasons = Counter((r["group"], r["status"], r.get("reason")) for r in problems)
         lines += [f"- {g}: {n} point(s) {s}: {why}" for (g, s, why), n in reasons.items()]
-        lines += [f"- {r['group']} m={r['m']} k={r['k']} n={r['n']}: {'; '.join(r['warnings'])}"
-                  for r in warned]
+        lines += [
+            f"- {r['group']} m={r['m']} k={r['k']} n={r['n']}: {'; '.join(r['warnings'])}"
+            for r in warned
+        ]
     return "\n".join(lines) + "\n"

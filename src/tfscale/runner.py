@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 # Ray reads its auth mode when imported: token authentication on unless the user says otherwise
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import ray  # noqa: E402
+import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -53,12 +53,8 @@ def connect(address: str | None = None) -> dict:
             if address:
                 ray.init(address=address, **common)
             else:
-                ray.init(
-                    dashboard_host="127.0.0.1",
-                    _node_ip_address="127.0.0.1",
-                    object_store_memory=256 * 2**20,
-                    **common,
-                )
+                # the dashboard listens on loopback only; rows carry no large objects
+                ray.init(dashboard_host="127.0.0.1", object_store_memory=256 * 2**20, **common)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -166,7 +162,9 @@ class Runner:
         placements = {}
         for entry in self.experiment.groups:
             mine = [p for p in points if p.group == entry.group]
-            placement = place(entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads)
+            placement = place(
+                entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads
+            )
             placements[entry.group] = placement
             if placement.unavailable and mine:
                 self.outcome.unavailable.append(f"{entry.group}: {placement.unavailable}")

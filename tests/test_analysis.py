@@ -1,0 +1,89 @@
+"""Verdicts and models on synthetic rows with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfscale import analysis
+from tfscale.plan import Point
+from tfscale.results import ok_row
+
+
+def rows_for(
+    group: str, times: dict[int, float], spread: float = 0.01, emulated=False
+) -> list[dict]:
+    out = []
+    for m, t in times.items():
+        point = Point(group, m, 64, 64, "float32", "device")
+        samples = [t * (1 - spread), t, t * (1 + spread)]
+        out.append(ok_row(point, samples, emulated=emulated))
+    return out
+
+
+SIZES = [1, 10, 100, 1000, 10000]
+
+
+def test_planted_crossover_is_found_exactly():
+    cpu = rows_for("cpu", {m: 1e-5 * m for m in SIZES})
+    gpu = rows_for("gpu", {m: 1e-3 + 1e-7 * m for m in SIZES})  # crosses between 100 and 1000
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.payoff_x == 1000 and verdict.certain
+    assert verdict.speedup_at_hi == pytest.approx(0.1 / (1e-3 + 1e-3))
+    assert "from m = 1,000 on" in verdict.sentence()
+
+
+def test_never_paying_off_says_so_with_the_range():
+    cpu = rows_for("cpu", {m: 1e-6 for m in SIZES})
+    gpu = rows_for("gpu", {m: 2e-6 for m in SIZES})
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.payoff_x is None
+    assert "does not pay off" in verdict.sentence() and "10,000" in verdict.sentence()
+
+
+def test_payoff_needs_every_larger_size_to_be_faster():
+    cpu = rows_for("cpu", {1: 1.0, 10: 1.0, 100: 1.0, 1000: 1.0, 10000: 1.0})
+    gpu = rows_for("gpu", {1: 2.0, 10: 0.5, 100: 2.0, 1000: 0.5, 10000: 0.5})
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.payoff_x == 1000
+
+
+def test_overlapping_iqrs_make_the_verdict_uncertain():
+    cpu = rows_for("cpu", {m: 1.00 for m in SIZES}, spread=0.2)
+    gpu = rows_for("gpu", {m: 0.95 for m in SIZES}, spread=0.2)
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.payoff_x == 1 and not verdict.certain
+    assert "uncertain" in verdict.sentence()
+
+
+def test_emulated_groups_are_labelled_in_verdicts():
+    cpu = rows_for("cpu", {m: 1.0 for m in SIZES})
+    gpu = rows_for("gpu", {m: 0.5 for m in SIZES}, emulated=True)
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert "gpu (emulated)" in verdict.sentence()
+
+
+def test_scaling_efficiency_is_speedup_over_gpu_per_replica():
+    gpu = rows_for("gpu", {m: 1.0 for m in SIZES})
+    mirrored = rows_for("mirrored:4", {m: 0.5 for m in SIZES})
+    efficiency = analysis.scaling_efficiency(gpu + mirrored, "mirrored:4", "float32", "device")
+    assert [e for _, e in efficiency] == pytest.approx([0.5] * len(SIZES))
+
+
+def test_pairs_cover_baseline_gpu_and_smaller_mirrored():
+    pairs = analysis.pairs(["cpu", "gpu", "mirrored:2", "mirrored:4"], "cpu")
+    assert ("cpu", "mirrored:4") in pairs and ("gpu", "mirrored:4") in pairs
+    assert ("mirrored:2", "mirrored:4") in pairs and ("mirrored:4", "mirrored:2") not in pairs
+
+
+def test_cost_model_recovers_known_overhead_and_peak():
+    t0, peak = 50e-6, 200.0  # s, GFLOP/s
+    rows = rows_for("cpu", {m: t0 + 2 * m * 64 * 64 / (peak * 1e9) for m in SIZES}, spread=0)
+    model = analysis.fit_cost_model(rows)
+    assert model.t0_s == pytest.approx(t0, rel=1e-6)
+    assert model.peak_gflops == pytest.approx(peak, rel=1e-6)
+    assert model.max_rel_residual < 1e-9
+
+
+def test_noisy_rows_carry_a_warning():
+    (row,) = rows_for("cpu", {10: 1.0}, spread=0.3)
+    assert any("noisy" in w for w in row["warnings"])
