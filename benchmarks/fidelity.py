@@ -23,7 +23,7 @@ import timeit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfscale.worker import GroupWorker  # noqa: E402
+from tfscale.worker import GroupWorker
 
 THREADS = len(os.sched_getaffinity(0))
 WORKER = GroupWorker("cpu", "cpu", 1, False, THREADS)  # sets TF's thread pools before TF starts

@@ -116,3 +116,18 @@ def test_numerical_check_catches_a_wrong_result():
         """
     )
     assert out["right"] < out["tolerance"] < out["wrong"]
+
+
+def test_out_of_memory_in_tensorflow_becomes_an_oom_row():
+    out = in_worker(
+        f"""
+        import tensorflow as tf
+        from tfscale.measure import Measurer
+        def exhausted(self, point):
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\\nmore")
+        Measurer.operands = exhausted
+        worker = GroupWorker("cpu", "cpu", 1, False, 1)
+        print(json.dumps(worker.run_point(dict(group="cpu", m=4, k=4, n=4, dtype="float32", data="device"), {TIMING})))
+        """
+    )
+    assert out == {"status": "oom", "reason": "OOM when allocating tensor"}

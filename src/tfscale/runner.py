@@ -93,6 +93,11 @@ class Outcome:
     workers: dict[str, dict] = field(default_factory=dict)
 
 
+def _test_hooks() -> dict[str, str]:
+    """Fault-injection variables (TFSCALE_TEST_*) reach the workers; see worker._test_stall."""
+    return {k: v for k, v in os.environ.items() if k.startswith("TFSCALE_TEST_")}
+
+
 class _GroupSession:
     """One group's actor and placement group; recreated after a crash or a timeout."""
 
@@ -115,7 +120,9 @@ class _GroupSession:
             "num_cpus": p.num_cpus,
             "num_gpus": p.num_gpus,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, 0),
-            "runtime_env": {"env_vars": {**QUIET_TF, "OMP_NUM_THREADS": str(p.threads)}},
+            "runtime_env": {
+                "env_vars": {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
+            },
         }
         self.actor = RemoteGroup.options(**options).remote(
             p.group, p.kind, p.replicas, p.emulated, p.threads

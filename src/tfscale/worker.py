@@ -48,6 +48,7 @@ class GroupWorker:
         """Measure one point; a failure comes back as a status, never as an exception."""
         from tfscale.plan import Point
 
+        _test_stall(point)
         if self.error:
             return {"status": "failed", "reason": self.error}
         if self._measurer is None:
@@ -55,3 +56,13 @@ class GroupWorker:
 
             self._measurer = Measurer(self.devices)
         return self._measurer.run(Point(**point), timing)
+
+
+def _test_stall(point: dict) -> None:
+    """Fault-injection hook for tests: TFSCALE_TEST_STALL="M:SECONDS" makes the point with
+    m == M hang for SECONDS, as a stuck kernel would. Unset in normal use."""
+    spec = os.environ.get("TFSCALE_TEST_STALL", "")
+    if spec:
+        rows, _, seconds = spec.partition(":")
+        if int(rows) == point["m"]:
+            time.sleep(float(seconds))
