@@ -247,7 +247,9 @@ class Runner:
                 return terminal_row(point, status, result.pop("reason"), **context)
             samples = result.pop("samples")
             return ok_row(point, samples, started_at=started_at, **context, **result)
-        return terminal_row(point, "failed", reason or "worker died", **context)
+        # Ray names the memory monitor or the OOM killer when that is what killed the worker
+        status = "oom" if reason and "memory" in reason.lower() else "failed"
+        return terminal_row(point, status, reason or "worker died", **context)
 
 
 def driver_environment() -> dict:
