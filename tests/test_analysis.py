@@ -87,3 +87,30 @@ def test_cost_model_recovers_known_overhead_and_peak():
 def test_noisy_rows_carry_a_warning():
     (row,) = rows_for("cpu", {10: 1.0}, spread=0.3)
     assert any("noisy" in w for w in row["warnings"])
+
+
+def test_models_predict_a_crossover_between_swept_sizes():
+    cpu = rows_for("cpu", {m: 2 * m * 64 * 64 / 10e9 for m in SIZES}, spread=0)  # t0 0, 10 GFLOP/s
+    gpu = rows_for("gpu", {m: 1e-4 + 2 * m * 64 * 64 / 1e12 for m in SIZES}, spread=0)
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    # 1e-4 s = w (1/10 - 1/1000) / 1e9  ->  w = 1.0101e6 FLOP  ->  m = w / (2*64*64) = 123.3
+    assert verdict.predicted_x == pytest.approx(123.3, rel=1e-3)
+    assert verdict.payoff_x == 1000
+    assert "between swept sizes" in verdict.sentence()
+
+
+def test_models_predict_a_crossover_beyond_the_sweep():
+    cpu = rows_for("cpu", {m: 2 * m * 64 * 64 / 10e9 for m in SIZES}, spread=0)
+    gpu = rows_for("gpu", {m: 1.0 + 2 * m * 64 * 64 / 1e12 for m in SIZES}, spread=0)
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.payoff_x is None and verdict.predicted_x > 10000
+    assert "does not pay off" in verdict.sentence() and "beyond the sweep" in verdict.sentence()
+
+
+def test_a_poor_fit_predicts_nothing():
+    cpu = rows_for("cpu", {1: 1.0, 10: 0.001, 100: 1.0, 1000: 0.001, 10000: 1.0}, spread=0)
+    gpu = rows_for("gpu", {m: 1e-3 for m in SIZES}, spread=0)
+    model = analysis.fit_cost_model(cpu)
+    assert not model.fits_well
+    (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
+    assert verdict.predicted_x is None

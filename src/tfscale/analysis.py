@@ -91,16 +91,30 @@ class Verdict:
     speedup_at_hi: float
     certain: bool
     emulated: bool
+    predicted_x: float | None = None  # where the two cost models cross, if they fit well
 
     def sentence(self) -> str:
         tag = " (emulated)" if self.emulated else ""
         if self.payoff_x is None:
-            return f"{self.b}{tag} does not pay off over {self.a} in {self.axis} = [{self.lo:,.0f}, {self.hi:,.0f}]"
-        sure = "" if self.certain else " (uncertain: IQRs overlap)"
-        return (
-            f"{self.b}{tag} beats {self.a} from {self.axis} = {self.payoff_x:,.0f} on; "
-            f"{self.speedup_at_hi:.2f}x at {self.hi:,.0f}{sure}"
-        )
+            text = (
+                f"{self.b}{tag} does not pay off over {self.a} in "
+                f"{self.axis} = [{self.lo:,.0f}, {self.hi:,.0f}]"
+            )
+        else:
+            sure = "" if self.certain else " (uncertain: IQRs overlap)"
+            text = (
+                f"{self.b}{tag} beats {self.a} from {self.axis} = {self.payoff_x:,.0f} on; "
+                f"{self.speedup_at_hi:.2f}x at {self.hi:,.0f}{sure}"
+            )
+        return text + self.prediction()
+
+    def prediction(self) -> str:
+        if self.predicted_x is None:
+            return ""
+        where = "beyond the sweep" if self.predicted_x > self.hi else "between swept sizes"
+        if self.predicted_x < self.lo:
+            where = "below the sweep"
+        return f"; models cross at {self.axis} ≈ {self.predicted_x:,.0f} (predicted, {where})"
 
 
 def payoff(comparisons: list[Comparison]) -> tuple[float | None, bool]:
@@ -148,20 +162,43 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
             x, certain = payoff(comparisons)
             out.append(
                 Verdict(
-                    a,
-                    b,
-                    dtype,
-                    data,
-                    axis,
-                    x,
-                    comparisons[0].x,
-                    comparisons[-1].x,
-                    comparisons[-1].speedup,
-                    certain,
-                    bool({a, b} & emulated),
+                    a=a,
+                    b=b,
+                    dtype=dtype,
+                    data=data,
+                    axis=axis,
+                    payoff_x=x,
+                    lo=comparisons[0].x,
+                    hi=comparisons[-1].x,
+                    speedup_at_hi=comparisons[-1].speedup,
+                    certain=certain,
+                    emulated=bool({a, b} & emulated),
+                    predicted_x=predicted_crossover(rows, a, b, dtype, data, axis),
                 )
             )
     return out
+
+
+def predicted_crossover(
+    rows: list[dict], a: str, b: str, dtype: str, data: str, axis: str
+) -> float | None:
+    """Where B's fitted time drops below A's (x units), if both models fit and they cross."""
+    models, scale = [], None
+    for group in (a, b):
+        series = [
+            r for r in rows if r["group"] == group and r["dtype"] == dtype and r["data"] == data
+        ]
+        model = fit_cost_model(series)
+        if model is None or not model.fits_well:
+            return None
+        models.append(model)
+        scale = series[0]["flops"] / series[0][axis]  # flops per unit of x in a 1-D sweep
+    model_a, model_b = models
+    slower_per_gflop = 1 / model_a.peak_gflops - 1 / model_b.peak_gflops
+    if slower_per_gflop <= 0 or model_b.t0_s <= model_a.t0_s:
+        return None  # B never overtakes A, or is ahead everywhere
+    crossing_flops = (model_b.t0_s - model_a.t0_s) / slower_per_gflop * 1e9
+    return crossing_flops / scale
 
 
 def scaling_efficiency(
@@ -183,6 +220,12 @@ class CostModel:
     max_rel_residual: float
     points: int
 
+    POOR_FIT = 0.25  # a residual over 25% of the measured time: say so, predict nothing
+
+    @property
+    def fits_well(self) -> bool:
+        return self.max_rel_residual <= self.POOR_FIT
+
     def predict(self, flops: float) -> float:
         return self.t0_s + flops / (self.peak_gflops * 1e9)
 
@@ -198,6 +241,11 @@ def fit_cost_model(rows: list[dict]) -> CostModel | None:
     t0, inverse_peak = max(t0, 0.0), max(inverse_peak, 1e-30)
     residual = np.abs(t0 + work * inverse_peak - time) / time
     return CostModel(float(t0), float(1 / inverse_peak / 1e9), float(residual.max()), len(rows))
+
+
+def intensity(row: dict) -> float:
+    """Arithmetic intensity: FLOP per byte of minimum traffic."""
+    return row["flops"] / row["bytes"]
 
 
 def peaks(rows: list[dict]) -> dict[tuple, dict]:

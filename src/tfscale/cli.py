@@ -1,4 +1,4 @@
-"""`tfscale run | validate | report`: the user's entry point.
+"""`tfscale run | validate | report | compare`: the user's entry point.
 
 Exit codes: 0 complete; 2 bad config or usage (nothing run, nothing written); 3 interrupted
 (resumable); 4 complete but partial (some groups unavailable on this cluster).
@@ -51,15 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--schema", action="store_true", help="print the config JSON Schema")
 
-    report = commands.add_parser("report", help="redraw plots and summary.md of a run")
+    report = commands.add_parser(
+        "report", help="redraw plots, summary.md, report.html, results.csv"
+    )
     report.add_argument("run_dir", type=Path)
+
+    compare = commands.add_parser("compare", help="per-point ratios of two runs, beyond noise")
+    compare.add_argument("run_a", type=Path, help="the earlier (reference) run")
+    compare.add_argument("run_b", type=Path, help="the later run")
+    compare.add_argument("--out", type=Path, help="where compare.md/.csv go (default RUN_B)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        handler = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.command]
+        handlers = {
+            "run": cmd_run,
+            "validate": cmd_validate,
+            "report": cmd_report,
+            "compare": cmd_compare,
+        }
+        handler = handlers[args.command]
         return handler(args)
     except TfscaleError as exc:
         print(f"tfscale: error: {exc}", file=sys.stderr)
@@ -180,11 +193,7 @@ def _merge_workers(store, environment: dict) -> dict:
 def write_report(store, experiment: config.Experiment) -> None:
     from tfscale import report
 
-    rows, notes = store.rows()
-    groups = [entry.group for entry in experiment.groups]
-    report.plot_curves(rows, store.path / "plots", experiment.baseline_group)
-    text = report.summary(rows, groups, experiment.baseline_group, experiment.name, notes)
-    store.write_text("summary.md", text)
+    report.write_report(store, experiment)
 
 
 def cmd_report(args) -> int:
@@ -192,11 +201,34 @@ def cmd_report(args) -> int:
 
     store = RunStore.open(args.run_dir)
     experiment = config.load(store.config_path)
-    _, warnings = store.rows()
-    for warning in warnings:
+    from tfscale import report
+
+    for warning in report.write_report(store, experiment):
         print(f"tfscale: warning: {warning}", file=sys.stderr)
-    write_report(store, experiment)
-    print(store.path / "summary.md")
+    print(store.path / "report.html")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from tfscale import compare
+    from tfscale.store import RunStore
+
+    runs = [RunStore.open(path) for path in (args.run_a, args.run_b)]
+    loaded = []
+    for store in runs:
+        rows, warnings = store.rows()
+        for warning in warnings:
+            print(f"tfscale: warning: {warning}", file=sys.stderr)
+        loaded.append(rows)
+    changes = compare.compare_runs(*loaded)
+    if not changes:
+        raise TfscaleError(f"{args.run_a} and {args.run_b} have no measured point in common")
+    out = args.out or runs[1].path
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(compare.markdown(changes, args.run_a, args.run_b))
+    (out / "compare.csv").write_text(compare.to_csv(changes))
+    compare.print_table(changes, args.run_a, args.run_b)
+    print(compare.summary_line(changes))
     return EXIT_OK
 
 

@@ -212,6 +212,13 @@ class RunOptions(_Strict):
     memory_fraction: float = Field(default=0.8, gt=0, le=1)
 
 
+class DeclaredPeak(_Strict):
+    """A device's datasheet peaks, to report measured throughput as a share of them."""
+
+    tflops: float | None = Field(default=None, gt=0)
+    gbps: float | None = Field(default=None, gt=0)
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)
     description: str | None = None
@@ -221,6 +228,7 @@ class Experiment(_Strict):
     baseline: str | None = None
     timing: Timing = Timing()
     run: RunOptions = RunOptions()
+    peaks: dict[str, DeclaredPeak] = {}
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -235,6 +243,11 @@ class Experiment(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"groups: {', '.join(duplicates)} listed twice")
+        unknown = sorted(set(self.peaks) - set(names))
+        if unknown:
+            raise ValueError(
+                f"peaks: {', '.join(unknown)} not among the groups ({', '.join(names)})"
+            )
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(
                 f"baseline: {self.baseline!r} is not among the groups ({', '.join(names)})"

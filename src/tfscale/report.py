@@ -1,195 +1,227 @@
-"""Figures and summary.md of a run, made from its rows alone (so runs fetched from a cluster
-can be redrawn anywhere). Emulated groups are dashed and labelled "(emulated)"."""
+"""What a person reads: summary.md, report.html (self-contained) and results.csv, made from
+results.jsonl alone, so runs fetched from a cluster can be redrawn anywhere."""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import io
+import json
 from collections import Counter
-from pathlib import Path
 
-import matplotlib
+from tfscale import analysis, plots
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from tfscale import analysis
-
-AXIS_LABELS = {
-    "m": "m (rows of X)",
-    "k": "k (inner dimension)",
-    "n": "n (columns of W)",
-    "flops": "work (FLOP)",
-}
+CSV_LISTS = ("samples_s", "devices", "output_devices", "warnings")
 
 
-def _style(rows: list[dict]) -> dict:
-    emulated = any(r.get("emulated") for r in rows)
-    return {"linestyle": "--" if emulated else "-", "marker": "o", "markersize": 3}
-
-
-def _curve_label(key: tuple, rows: list[dict], modes: int) -> str:
-    group, dtype, data = key
-    text = analysis.label(group, any(r.get("emulated") for r in rows))
-    return f"{text} {dtype} {data}" if modes > 1 else text
-
-
-def plot_curves(rows: list[dict], plots: Path, baseline: str) -> list[Path]:
-    """time, throughput, speedup (vs the baseline) and efficiency (mirrored:k vs gpu) figures."""
-    curves = analysis.curves(rows)
-    if not curves:
-        return []
-    axis = analysis.x_axis(analysis.ok_rows(rows))
-    modes = len({(k[1], k[2]) for k in curves})
-    written = []
-
-    def save(fig, name: str) -> None:
-        for ext in ("png", "svg"):
-            path = plots / f"{name}.{ext}"
-            fig.savefig(path, dpi=120, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
-
-    for name, field, ylabel in (
-        ("time", "median_s", "time per matmul (s, median)"),
-        ("throughput", "gflops", "throughput (GFLOP/s)"),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for key, series in curves.items():
-            xs = [r[axis] for r in series]
-            ys = [r[field] for r in series]
-            line = ax.plot(xs, ys, label=_curve_label(key, series, modes), **_style(series))[0]
-            if field == "median_s":
-                ax.fill_between(
-                    xs,
-                    [r["q1_s"] for r in series],
-                    [r["q3_s"] for r in series],
-                    color=line.get_color(),
-                    alpha=0.15,
-                )
-        _finish(ax, AXIS_LABELS[axis], ylabel, name)
-        save(fig, name)
-    _ratio_plots(rows, axis, baseline, save)
-    return written
-
-
-def _ratio_plots(rows, axis, baseline, save) -> None:
-    groups = sorted({r["group"] for r in analysis.ok_rows(rows)})
-    modes = sorted({(r["dtype"], r["data"]) for r in analysis.ok_rows(rows)})
-    emulated = {r["group"] for r in rows if r.get("emulated")}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drew = False
-    for group in groups:
-        if group == baseline:
-            continue
-        for dtype, data in modes:
-            points = analysis.compare(rows, baseline, group, dtype, data)
-            if not points:
-                continue
-            text = analysis.label(group, group in emulated)
-            text += f" {dtype} {data}" if len(modes) > 1 else ""
-            ax.plot(
-                [p.x for p in points],
-                [p.speedup for p in points],
-                label=text,
-                linestyle="--" if group in emulated else "-",
-                marker="o",
-                markersize=3,
-            )
-            drew = True
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    _finish(ax, AXIS_LABELS[axis], f"speedup over {baseline} (x)", f"speedup over {baseline}")
-    if drew:
-        save(fig, "speedup")
-    else:
-        plt.close(fig)
-
-    mirrored = [g for g in groups if g.startswith("mirrored:")]
-    if "gpu" not in groups or not mirrored:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for group in mirrored:
-        for dtype, data in modes:
-            points = analysis.scaling_efficiency(rows, group, dtype, data)
-            if points:
-                text = analysis.label(group, bool({group, "gpu"} & emulated))
-                ax.plot(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    label=text,
-                    linestyle="--" if {group, "gpu"} & emulated else "-",
-                    marker="o",
-                    markersize=3,
-                )
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    _finish(
-        ax,
-        AXIS_LABELS[axis],
-        "scaling efficiency (speedup over gpu / k)",
-        "scaling efficiency",
-        logy=False,
+def write_report(store, experiment) -> list[str]:
+    """Redraw everything of a run folder from its rows; return the load warnings."""
+    rows, notes = store.rows()
+    groups = [entry.group for entry in experiment.groups]
+    baseline = experiment.baseline_group
+    figures = plots.figures(rows, baseline)
+    pictures = {}
+    for title, fig in figures.items():
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        pictures[title] = base64.b64encode(buffer.getvalue()).decode()
+    plots.save(figures, store.path / "plots")
+    declared = {group: peak.model_dump() for group, peak in experiment.peaks.items()}
+    store.write_text(
+        "summary.md", summary(rows, groups, baseline, experiment.name, notes, declared)
     )
-    save(fig, "efficiency")
+    store.write_text(
+        "report.html", page(rows, groups, baseline, experiment, notes, pictures, store)
+    )
+    store.write_text("results.csv", table_csv(rows))
+    return notes
 
 
-def _finish(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None:
-    ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+def _verdict_rows(rows, groups, baseline) -> list[tuple]:
+    return [
+        (v.a, v.b, v.dtype, v.data, v.sentence()) for v in analysis.verdicts(rows, groups, baseline)
+    ]
 
 
-def summary(rows: list[dict], groups: list[str], baseline: str, name: str, notes: list[str]) -> str:
-    """summary.md: verdicts first, then per-curve peaks and cost models, then warnings."""
-    lines = [f"# {name}", ""]
+def _group_rows(rows, declared) -> list[tuple]:
+    out = []
+    for key, series in analysis.curves(rows).items():
+        peak = analysis.peaks(series)[key]
+        model = analysis.fit_cost_model(series)
+        if model is None:
+            fit = ("-", "-", "-")
+        else:
+            poor = "" if model.fits_well else " (poor fit)"
+            fit = (
+                f"{model.t0_s * 1e6:,.1f}",
+                f"{model.peak_gflops:,.1f}",
+                f"{model.max_rel_residual:.0%}{poor}",
+            )
+        share = declared.get(key[0], {})
+        of_peak = []
+        if share.get("tflops"):
+            of_peak.append(
+                f"{peak['gflops'] / (share['tflops'] * 1e3):.0%} of {share['tflops']:g} TFLOP/s"
+            )
+        if share.get("gbps"):
+            of_peak.append(f"{peak['gbps'] / share['gbps']:.0%} of {share['gbps']:g} GB/s")
+        group = analysis.label(key[0], any(r.get("emulated") for r in series))
+        out.append(
+            (
+                group,
+                key[1],
+                key[2],
+                len(series),
+                f"{peak['gflops']:,.2f}",
+                f"{peak['gbps']:,.2f}",
+                *fit,
+                "; ".join(of_peak) or "-",
+            )
+        )
+    return out
+
+
+GROUP_HEADER = (
+    "group",
+    "dtype",
+    "data",
+    "points",
+    "peak GFLOP/s",
+    "peak GB/s",
+    "fit: t0 (us)",
+    "fit: peak GFLOP/s",
+    "fit: max residual",
+    "of declared peak",
+)
+
+
+def _warnings(rows, notes) -> list[str]:
+    reasons = Counter(
+        (r["group"], r["status"], r.get("reason")) for r in rows if r["status"] != "ok"
+    )
+    return [
+        *notes,
+        *(f"{g}: {n} point(s) {s}: {why}" for (g, s, why), n in reasons.items()),
+        *(
+            f"{r['group']} m={r['m']} k={r['k']} n={r['n']} {r['dtype']} {r['data']}: "
+            f"{'; '.join(r['warnings'])}"
+            for r in rows
+            if r.get("warnings")
+        ),
+    ]
+
+
+EMULATED_NOTE = (
+    "Emulated groups ran on logical CPU devices standing in for GPUs: their numbers "
+    "say nothing about real GPUs."
+)
+
+
+def summary(rows, groups, baseline, name, notes, declared=None) -> str:
+    """summary.md: verdicts first, then per-group peaks and cost models, then warnings."""
     counts = Counter(r["status"] for r in rows)
-    lines.append("Points: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    lines = [
+        f"# {name}",
+        "",
+        "Points: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+    ]
     if any(r.get("emulated") for r in rows):
-        lines += [
-            "",
-            "**Emulated groups** ran on logical CPU devices standing in for GPUs: their "
-            "numbers say nothing about real GPUs.",
-        ]
-    verdicts = analysis.verdicts(rows, groups, baseline)
+        lines += ["", f"**{EMULATED_NOTE}**"]
+    verdicts = _verdict_rows(rows, groups, baseline)
     lines += ["", "## Verdicts", ""]
     if verdicts:
         lines += ["| A | B | dtype | data | verdict |", "|---|---|---|---|---|"]
-        lines += [f"| {v.a} | {v.b} | {v.dtype} | {v.data} | {v.sentence()} |" for v in verdicts]
+        lines += ["| " + " | ".join(v) + " |" for v in verdicts]
     else:
         lines.append("No pair of groups has measured points in common.")
     lines += [
         "",
         "## Per group",
         "",
-        "| group | dtype | data | points | peak GFLOP/s | peak GB/s | "
-        "fit: t0 (us) | fit: peak GFLOP/s | fit: max residual |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(GROUP_HEADER) + " |",
+        "|" + "---|" * len(GROUP_HEADER),
     ]
-    for key, series in analysis.curves(rows).items():
-        peak = analysis.peaks(series)[key]
-        model = analysis.fit_cost_model(series)
-        fit = (
-            f"{model.t0_s * 1e6:,.1f} | {model.peak_gflops:,.1f} | {model.max_rel_residual:.0%}"
-            if model
-            else "- | - | -"
-        )
-        group = analysis.label(key[0], any(r.get("emulated") for r in series))
-        lines.append(
-            f"| {group} | {key[1]} | {key[2]} | {len(series)} | {peak['gflops']:,.2f} | "
-            f"{peak['gbps']:,.2f} | {fit} |"
-        )
-    problems = [r for r in rows if r["status"] != "ok"]
-    warned = [r for r in rows if r.get("warnings")]
-    if problems or warned or notes:
-        lines += ["", "## Warnings", ""]
-        lines += [f"- {note}" for note in notes]
-        reasons = Counter((r["group"], r["status"], r.get("reason")) for r in problems)
-        lines += [f"- {g}: {n} point(s) {s}: {why}" for (g, s, why), n in reasons.items()]
-        lines += [
-            f"- {r['group']} m={r['m']} k={r['k']} n={r['n']}: {'; '.join(r['warnings'])}"
-            for r in warned
-        ]
+    lines += [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in _group_rows(rows, declared or {})
+    ]
+    warnings = _warnings(rows, notes)
+    if warnings:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
     return "\n".join(lines) + "\n"
+
+
+def _table(header, body) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+
+
+def page(rows, groups, baseline, experiment, notes, pictures: dict[str, str], store) -> str:
+    """report.html: one file, plots embedded, readable offline in any browser."""
+    try:
+        environment = json.loads((store.path / "environment.json").read_text())
+    except (OSError, ValueError):
+        environment = {}
+    counts = Counter(r["status"] for r in rows)
+    workers = environment.get("workers", {})
+    context = [
+        ("tfscale", environment.get("tfscale")),
+        ("Ray", environment.get("ray")),
+        ("Python", environment.get("python")),
+        ("TensorFlow", next((w.get("tensorflow") for w in workers.values()), None)),
+        ("CPU", next((w.get("cpu_model") for w in workers.values()), None)),
+        ("nodes", len(environment.get("nodes", []))),
+        ("git", environment.get("git_commit")),
+    ]
+    figures = "".join(
+        f'<figure><img alt="{t}" src="data:image/png;base64,{data}"><figcaption>{t}</figcaption></figure>'
+        for t, data in pictures.items()
+    )
+    emulated = (
+        f'<p class="warn">{html.escape(EMULATED_NOTE)}</p>'
+        if any(r.get("emulated") for r in rows)
+        else ""
+    )
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in _warnings(rows, notes))
+    declared = {g: p.model_dump() for g, p in experiment.peaks.items()}
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tfscale: {html.escape(experiment.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #f3f3f3; }} .warn {{ background: #fff4d6; padding: 0.6em; }}
+figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
+</style></head><body>
+<h1>{html.escape(experiment.name)}</h1>
+<p>{html.escape(experiment.description or "")}</p>
+<p>Points: {html.escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))}</p>
+{emulated}
+<h2>Where distribution pays off</h2>
+{_table(("A", "B", "dtype", "data", "verdict"), _verdict_rows(rows, groups, baseline))}
+{figures}
+<h2>Per group</h2>
+{_table(GROUP_HEADER, _group_rows(rows, declared))}
+<h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
+<h2>Where it ran</h2>
+{_table(("what", "value"), [(k, v) for k, v in context if v is not None])}
+</body></html>
+"""
+
+
+def table_csv(rows: list[dict]) -> str:
+    """results.csv for pandas and spreadsheets: one row per point, lists joined with ';'."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        flat = dict(row)
+        for key in CSV_LISTS:
+            if isinstance(flat.get(key), list):
+                flat[key] = ";".join(str(v) for v in flat[key])
+        writer.writerow(flat)
+    return buffer.getvalue()
