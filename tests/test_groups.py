@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfscale.groups import NodeInfo, parse_group, place
+from tfscale.groups import NodeInfo, parse_group, place, schedule
 
 LAPTOP = [NodeInfo("a", "127.0.0.1", cpus=2, gpus=0, memory_bytes=8e9)]
 GPU_NODE = [
@@ -48,3 +48,46 @@ def test_cpu_group_asks_for_its_threads():
     assert place("cpu", "never", GPU_NODE).num_cpus == 16
     assert place("cpu", "never", LAPTOP, threads=1).resources == {"CPU": 1.0}
     assert place("cpu", "never", LAPTOP, threads=4).unavailable
+
+
+def test_groups_spread_over_nodes_that_can_hold_them():
+    nodes = [
+        NodeInfo("a", "h", 2, 0, 8e9),
+        NodeInfo("b", "h", 2, 1, 8e9),
+        NodeInfo("c", "h", 2, 0, 8e9),
+    ]
+    placements = [place(g, "missing", nodes) for g in ("cpu", "gpu", "mirrored:2")]
+    plans, impossible = schedule(placements, nodes, {"cpu": 5, "gpu": 5, "mirrored:2": 5}, "node")
+    assert not impossible
+    where = {
+        g: node
+        for node, phases in plans.items()
+        for phase in phases
+        for lane in phase
+        for g in lane
+    }
+    assert where["gpu"] == "b"  # the only node with a GPU
+    assert len(set(where.values())) == 3  # three nodes measure at the same time
+    assert all(len(phases) == 1 and len(phases[0]) == 1 for phases in plans.values())
+
+
+def test_one_node_runs_its_groups_one_after_another():
+    plans, _ = schedule(
+        [place(g, "missing", LAPTOP) for g in ("cpu", "gpu", "mirrored:2")],
+        LAPTOP,
+        {"cpu": 1, "gpu": 1, "mirrored:2": 1},
+        "node",
+    )
+    assert plans == {"a": [[["cpu", "gpu", "mirrored:2"]]]}
+
+
+def test_device_isolation_runs_gpu_groups_on_disjoint_gpus_together():
+    node = [NodeInfo("g", "h", 16, 4, 64e9)]
+    placements = [place(g, "never", node) for g in ("cpu", "gpu", "mirrored:2", "mirrored:4")]
+    plans, _ = schedule(placements, node, {}, "device")
+    cpu_phase, gpu_phase = plans["g"]
+    assert cpu_phase == [["cpu"]]
+    assert len(gpu_phase) == 1  # mirrored:4 needs all 4 GPUs: one lane
+    small = [place(g, "never", node) for g in ("gpu", "mirrored:2")]
+    plans, _ = schedule(small, node, {}, "device")
+    assert plans["g"] == [[["gpu"], ["mirrored:2"]]]  # 1 + 2 GPUs of 4 at once

@@ -102,3 +102,52 @@ def place(
 
 def _unavailable(placement: Placement, reason: str) -> Placement:
     return Placement(**{**placement.__dict__, "unavailable": reason})
+
+
+# A node's work: phases run one after another; the lanes of a phase run at the same time; a
+# lane's groups run one after another, each with one actor.
+NodePlan = list[list[list[str]]]
+
+
+def schedule(
+    placements: list[Placement], nodes: list[NodeInfo], work: dict[str, int], isolation: str
+) -> tuple[dict[str, NodePlan], dict[str, str]]:
+    """Assign each placeable group to one node and order the work on every node.
+
+    Groups go to a node that holds their request, the least loaded (in points) first, so a
+    cluster's nodes measure at the same time. `isolation: node`: one measurement per node at a
+    time. `isolation: device`: CPU-measuring groups first and alone, then real-GPU groups in
+    parallel lanes that together never ask for more GPUs than the node has.
+    Returns (node_id -> plan, group -> why no single node can hold it).
+    """
+    load = {node.node_id: 0 for node in nodes}
+    assigned: dict[str, list[Placement]] = {node.node_id: [] for node in nodes}
+    impossible = {}
+    for placement in sorted(placements, key=lambda p: -work.get(p.group, 0)):
+        fits = [n for n in nodes if n.cpus >= placement.num_cpus and n.gpus >= placement.num_gpus]
+        if not fits:
+            impossible[placement.group] = (
+                f"no single node has {placement.num_cpus} CPUs and {placement.num_gpus} GPUs"
+            )
+            continue
+        node = min(fits, key=lambda n: load[n.node_id])
+        load[node.node_id] += work.get(placement.group, 0)
+        assigned[node.node_id].append(placement)
+
+    order = {p.group: i for i, p in enumerate(placements)}
+    plans = {}
+    for node in nodes:
+        mine = sorted(assigned[node.node_id], key=lambda p: order[p.group])
+        if not mine:
+            continue
+        gpu_groups = [p for p in mine if p.num_gpus] if isolation == "device" else []
+        serial = [p.group for p in mine if p not in gpu_groups]
+        phases: NodePlan = [[serial]] if serial else []
+        if gpu_groups:
+            widest = max(p.num_gpus for p in gpu_groups)
+            lanes = [[] for _ in range(max(1, int(node.gpus) // widest))]
+            for i, placement in enumerate(gpu_groups):
+                lanes[i % len(lanes)].append(placement.group)
+            phases.append([lane for lane in lanes if lane])
+        plans[node.node_id] = phases
+    return plans, impossible

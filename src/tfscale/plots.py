@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from tfscale import analysis  # noqa: E402
+from tfscale import analysis
 
 AXIS_LABELS = {
     "m": "m (rows of X)",

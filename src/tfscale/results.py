@@ -39,7 +39,7 @@ def summarize(samples: list[float]) -> Stats:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def base_row(point: Point, **fields) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from tfscale.config import Experiment
 from tfscale.errors import TfscaleError
-from tfscale.groups import NodeInfo, Placement, place
+from tfscale.groups import NodeInfo, NodePlan, Placement, place, schedule
 from tfscale.plan import Capacity, Point, fits
 from tfscale.progress import Progress
 from tfscale.results import now, ok_row, terminal_row
@@ -101,14 +102,18 @@ def _test_hooks() -> dict[str, str]:
 class _GroupSession:
     """One group's actor and placement group; recreated after a crash or a timeout."""
 
-    def __init__(self, placement: Placement, start_timeout_s: float):
-        self.placement, self.start_timeout_s = placement, start_timeout_s
+    def __init__(self, placement: Placement, node_id: str, start_timeout_s: float):
+        self.placement, self.node_id, self.start_timeout_s = placement, node_id, start_timeout_s
         self.actor, self.pg, self.info, self.node = None, None, None, None
 
     def start(self) -> str | None:
         """Start the actor; None when ready, else why the cluster cannot serve the group."""
         p = self.placement
-        self.pg = placement_group([p.resources], strategy="STRICT_PACK")
+        self.pg = placement_group(
+            [p.resources],
+            strategy="STRICT_PACK",
+            bundle_label_selector=[{"ray.io/node-id": self.node_id}],
+        )
         ready, _ = ray.wait([self.pg.ready()], timeout=self.start_timeout_s)
         if not ready:
             self.stop()
@@ -157,53 +162,93 @@ class Runner:
         self.timing = experiment.timing.model_dump()
         self.outcome = Outcome()
         self._addresses: dict[str, str] = {}
+        self._lock = threading.Lock()  # rows come from one thread per node
 
     def _write(self, point: Point, row: dict) -> None:
-        self.store.append(row)
-        self.outcome.rows += 1
-        self.progress.finish_point(point, row)
+        with self._lock:
+            self.store.append(row)
+            self.outcome.rows += 1
+            self.progress.finish_point(point, row)
 
     def run(self, points: list[Point]) -> Outcome:
         nodes = alive_nodes()
         self._addresses = {node.node_id: node.address for node in nodes}
-        placements = {}
+        by_group = {
+            entry.group: [p for p in points if p.group == entry.group]
+            for entry in self.experiment.groups
+        }
+        placements = []
         for entry in self.experiment.groups:
-            mine = [p for p in points if p.group == entry.group]
             placement = place(
                 entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads
             )
-            placements[entry.group] = placement
-            if placement.unavailable and mine:
-                self.outcome.unavailable.append(f"{entry.group}: {placement.unavailable}")
-                self.progress.message(f"{entry.group}: unavailable: {placement.unavailable}")
-                for point in mine:
-                    self._write(point, self._unavailable(point, placement, placement.unavailable))
-        for entry in self.experiment.groups:
-            placement = placements[entry.group]
-            mine = [p for p in points if p.group == entry.group]
-            if mine and not placement.unavailable:
-                self._run_group(placement, mine)
-                if self.outcome.interrupted:
-                    break
+            if placement.unavailable:
+                self._all_unavailable(placement, by_group[entry.group], placement.unavailable)
+            elif by_group[entry.group]:
+                placements.append(placement)
+        work = {group: len(mine) for group, mine in by_group.items()}
+        plans, impossible = schedule(placements, nodes, work, self.experiment.run.isolation)
+        for placement in placements:
+            if placement.group in impossible:
+                self._all_unavailable(
+                    placement, by_group[placement.group], impossible[placement.group]
+                )
+        lookup = {p.group: p for p in placements}
+        threads = [
+            threading.Thread(
+                target=self._run_node, args=(node_id, plan, lookup, by_group), daemon=True
+            )
+            for node_id, plan in plans.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # join in slices so the main thread still takes signals
+                thread.join(0.2)
+        self.outcome.interrupted = bool(self.stop_requested()) and self.outcome.rows < len(points)
         return self.outcome
+
+    def _all_unavailable(self, placement: Placement, points: list[Point], reason: str) -> None:
+        if not points:
+            return
+        self.outcome.unavailable.append(f"{placement.group}: {reason}")
+        self.progress.message(f"{placement.group}: unavailable: {reason}")
+        for point in points:
+            self._write(point, self._unavailable(point, placement, reason))
+
+    def _run_node(self, node_id: str, plan: NodePlan, lookup: dict, by_group: dict) -> None:
+        for phase in plan:
+            lanes = [
+                threading.Thread(
+                    target=self._run_lane, args=(node_id, lane, lookup, by_group), daemon=True
+                )
+                for lane in phase
+            ]
+            for lane in lanes:
+                lane.start()
+            for lane in lanes:
+                lane.join()
+
+    def _run_lane(self, node_id: str, lane: list[str], lookup: dict, by_group: dict) -> None:
+        for group in lane:
+            if self.stop_requested():
+                return
+            self._run_group(lookup[group], node_id, by_group[group])
 
     def _unavailable(self, point: Point, placement: Placement, reason: str) -> dict:
         return terminal_row(point, "unavailable", reason, emulated=placement.emulated, attempt=0)
 
-    def _run_group(self, placement: Placement, points: list[Point]) -> None:
+    def _run_group(self, placement: Placement, node_id: str, points: list[Point]) -> None:
         run = self.experiment.run
-        session = _GroupSession(placement, run.start_timeout_s)
+        session = _GroupSession(placement, node_id, run.start_timeout_s)
         why = session.start()
         if why:
-            self.outcome.unavailable.append(f"{placement.group}: {why}")
-            for point in points:
-                self._write(point, self._unavailable(point, placement, why))
+            self._all_unavailable(placement, points, why)
             return
-        self.outcome.workers[placement.group] = session.info
+        self.outcome.workers[placement.group] = {**session.info, "node_id": session.node}
         try:
             for point in points:
                 if self.stop_requested():
-                    self.outcome.interrupted = True
                     return
                 self.progress.start_point(point)
                 self._write(point, self._measure(session, point))
@@ -246,7 +291,9 @@ class Runner:
             if status != "ok":
                 return terminal_row(point, status, result.pop("reason"), **context)
             samples = result.pop("samples")
-            return ok_row(point, samples, started_at=started_at, **context, **result)
+            return ok_row(
+                point, samples, started_at=started_at, finished_at=now(), **context, **result
+            )
         # Ray names the memory monitor or the OOM killer when that is what killed the worker
         status = "oom" if reason and "memory" in reason.lower() else "failed"
         return terminal_row(point, status, reason or "worker died", **context)
