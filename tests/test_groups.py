@@ -91,3 +91,18 @@ def test_device_isolation_runs_gpu_groups_on_disjoint_gpus_together():
     small = [place(g, "never", node) for g in ("gpu", "mirrored:2")]
     plans, _ = schedule(small, node, {}, "device")
     assert plans["g"] == [[["gpu"], ["mirrored:2"]]]  # 1 + 2 GPUs of 4 at once
+
+
+def test_the_group_that_fits_one_node_only_gets_it():
+    nodes = [
+        NodeInfo("head", "h", 1, 0, 8e9),
+        NodeInfo("b", "h", 1, 1, 8e9),
+        NodeInfo("a", "h", 1, 0, 8e9),
+    ]
+    placements = [
+        place(g, "never", nodes, emulate=g != "gpu", threads=1)
+        for g in ("cpu", "mirrored:2", "gpu")
+    ]
+    plans, _ = schedule(placements, nodes, {"cpu": 4, "mirrored:2": 4, "gpu": 4}, "node")
+    assert plans["b"] == [[["gpu"]]]
+    assert {g for node in ("head", "a") for g in plans[node][0][0]} == {"cpu", "mirrored:2"}

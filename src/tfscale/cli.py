@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", type=Path)
 
+    devices = commands.add_parser("devices", help="the cluster's nodes and which groups it can run")
+    devices.add_argument(
+        "config",
+        nargs="?",
+        help="check this experiment's groups (default: cpu, gpu, mirrored:2/4/8)",
+    )
+    devices.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    devices.add_argument(
+        "--emulate", choices=["never", "missing", "always"], help="override emulate"
+    )
+
     compare = commands.add_parser("compare", help="per-point ratios of two runs, beyond noise")
     compare.add_argument("run_a", type=Path, help="the earlier (reference) run")
     compare.add_argument("run_b", type=Path, help="the later run")
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "validate": cmd_validate,
             "report": cmd_report,
             "compare": cmd_compare,
+            "devices": cmd_devices,
         }
         handler = handlers[args.command]
         return handler(args)
@@ -229,6 +241,56 @@ def cmd_compare(args) -> int:
     (out / "compare.csv").write_text(compare.to_csv(changes))
     compare.print_table(changes, args.run_a, args.run_b)
     print(compare.summary_line(changes))
+    return EXIT_OK
+
+
+STANDARD_GROUPS = ("cpu", "gpu", "mirrored:2", "mirrored:4", "mirrored:8")
+
+
+def cmd_devices(args) -> int:
+    from tfscale import runner
+    from tfscale.groups import place, schedule
+
+    if args.config:
+        experiment = config.load(args.config)
+        entries = [(e.group, e.emulate, e.threads) for e in experiment.groups]
+        policy = args.emulate or experiment.emulate
+    else:
+        entries = [(group, None, None) for group in STANDARD_GROUPS]
+        policy = args.emulate or "never"
+    try:
+        runner.connect(args.address)
+        nodes = runner.alive_nodes()
+    finally:
+        runner.shutdown()
+    print(f"{len(nodes)} node(s):")
+    for node in nodes:
+        print(
+            f"  {node.node_id[:12]}  {node.address:<15}  {node.cpus:g} CPU  {node.gpus:g} GPU  "
+            f"{node.memory_bytes / 2**30:.1f} GiB"
+        )
+    print(f"groups (emulate: {policy}):")
+    for group, emulate, threads in entries:
+        placement = place(group, policy, nodes, emulate, threads)
+        if not placement.unavailable:
+            plans, impossible = schedule([placement], nodes, {}, "node")
+            if group in impossible:
+                placement = None
+                why = impossible[group]
+        else:
+            why = placement.unavailable
+        if placement is None or placement.unavailable:
+            print(f"  {group:<12} unavailable: {why}")
+            continue
+        node = next(iter(plans))
+        how = (
+            "emulated on logical CPU devices"
+            if placement.emulated
+            else f"{placement.num_gpus} real GPU(s)"
+            if placement.num_gpus
+            else f"CPU, {placement.threads} threads"
+        )
+        print(f"  {group:<12} ok: {how}, e.g. on node {node[:12]}")
     return EXIT_OK
 
 

@@ -123,8 +123,13 @@ def schedule(
     load = {node.node_id: 0 for node in nodes}
     assigned: dict[str, list[Placement]] = {node.node_id: [] for node in nodes}
     impossible = {}
-    for placement in sorted(placements, key=lambda p: -work.get(p.group, 0)):
-        fits = [n for n in nodes if n.cpus >= placement.num_cpus and n.gpus >= placement.num_gpus]
+
+    def candidates(placement: Placement) -> list[NodeInfo]:
+        return [n for n in nodes if n.cpus >= placement.num_cpus and n.gpus >= placement.num_gpus]
+
+    # the most constrained groups choose first (a GPU group may fit on one node only)
+    for placement in sorted(placements, key=lambda p: (len(candidates(p)), -work.get(p.group, 0))):
+        fits = candidates(placement)
         if not fits:
             impossible[placement.group] = (
                 f"no single node has {placement.num_cpus} CPUs and {placement.num_gpus} GPUs"

@@ -271,6 +271,8 @@ class Runner:
                 "node_id": session.node,
                 "threads": placement.threads,
             }
+            if session.info.get("error"):  # the devices could not be set up: say why
+                return terminal_row(point, "failed", session.info["error"], **context)
             too_big = fits(point, session.capacity(), run.memory_fraction)
             if too_big:
                 return terminal_row(point, "skipped", too_big, **context)

@@ -1,0 +1,196 @@
+"""Cluster mode on a real multi-node Ray cluster, emulated on this machine: a head and two
+`ray start --address` nodes with their own resources, token authentication on. The tests
+start the cluster and stop it (`ray stop --force`: every Ray process of this machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.slow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+CONFIG = """\
+name: multinode
+workload:
+  m: [256, 512, 1024, 2048]
+  k: 256
+  n: 256
+groups: [{group: cpu, threads: 1}, {group: mirrored:2, emulate: true, threads: 1}, gpu]
+emulate: never
+timing: {warmup: 1, min_repeats: 3, min_time_s: 0.5, max_time_s: 2, min_block_s: 0.005}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+
+    def ray(*args: str) -> None:
+        subprocess.run(
+            [RAY, *args, "--disable-usage-stats"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    try:
+        ray(
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+        )
+        ray("start", f"--address={address}", "--num-cpus=1", '--resources={"node_a": 1}')
+        ray(
+            "start",
+            f"--address={address}",
+            "--num-cpus=1",
+            "--num-gpus=1",
+            '--resources={"node_b": 1}',
+        )
+        yield {"address": address, "env": env, "dashboard": f"http://127.0.0.1:{dashboard}"}
+    finally:
+        subprocess.run(
+            [RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False
+        )
+    left = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True, check=False)
+    assert not left.stdout.strip(), "Ray processes left running"
+
+
+def tfscale(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tfscale.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def span(rows: list[dict]) -> tuple[datetime, datetime]:
+    return (
+        min(datetime.fromisoformat(r["started_at"]) for r in rows),
+        max(datetime.fromisoformat(r["finished_at"]) for r in rows),
+    )
+
+
+def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_path):
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    result = tfscale(
+        "run",
+        "c.yaml",
+        "--address",
+        cluster["address"],
+        "--out",
+        "run",
+        env=cluster["env"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run/results.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and len({r["point_id"] for r in rows}) == 12
+    by_group = {g: [r for r in rows if r["group"] == g] for g in ("cpu", "mirrored:2", "gpu")}
+    nodes = {g: {r["node_id"] for r in group} for g, group in by_group.items()}
+    assert all(len(n) == 1 for n in nodes.values()), nodes  # each group on one node
+    assert len(set.union(*nodes.values())) == 3  # three groups on three nodes
+    # measured concurrently: the two CPU-measuring groups' time spans overlap
+    cpu, mirrored = span(by_group["cpu"]), span(by_group["mirrored:2"])
+    assert cpu[0] < mirrored[1] and mirrored[0] < cpu[1]
+    environment = json.loads((tmp_path / "run/environment.json").read_text())
+    assert len(environment["nodes"]) == 3
+    gpu_node = next(n for n in environment["nodes"] if n["gpus"] == 1)
+    assert nodes["gpu"] == {gpu_node["node_id"]}
+
+
+def test_node_with_gpus_tensorflow_cannot_see_fails_instead_of_measuring_the_cpu(cluster, tmp_path):
+    (tmp_path / "c.yaml").write_text(CONFIG.replace("m: [256, 512, 1024, 2048]", "m: [64]"))
+    result = tfscale(
+        "run",
+        "c.yaml",
+        "--address",
+        cluster["address"],
+        "--out",
+        "run",
+        "--set",
+        "groups=[gpu]",
+        env=cluster["env"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [
+        json.loads(line) for line in (tmp_path / "run/results.jsonl").read_text().splitlines()
+    ]
+    assert row["status"] == "failed" and "median_s" not in row
+    assert "Ray assigned 1 GPU" in row["reason"] and "TensorFlow sees 0" in row["reason"]
+
+
+def test_devices_lists_the_nodes_and_what_they_can_run(cluster, tmp_path):
+    result = tfscale("devices", "--address", cluster["address"], env=cluster["env"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 node(s)" in result.stdout
+    assert "gpu          ok: 1 real GPU(s)" in result.stdout
+    assert "mirrored:2   unavailable: needs 2 GPUs" in result.stdout
+
+
+def test_ray_job_submit_runs_a_sweep_on_the_cluster(cluster, tmp_path):
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "c.yaml").write_text(CONFIG.replace("m: [256, 512, 1024, 2048]", "m: [64, 128]"))
+    out = tmp_path / "jobrun"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            cluster["dashboard"],
+            "--working-dir",
+            str(work),
+            "--",
+            sys.executable,
+            "-m",
+            "tfscale.cli",
+            "run",
+            "c.yaml",
+            "--out",
+            str(out),
+            "--set",
+            "groups=[{group: cpu, threads: 1}]",
+        ],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "succeeded" in (result.stdout + result.stderr)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    print(f"ray job submit: {time.monotonic() - started:.1f} s")
