@@ -21,7 +21,7 @@ EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PARTIAL = 0, 2, 3, 4
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise TfscaleError(f"{message} (see tfscale {self.prog.split()[-1]} --help)")
+        raise TfscaleError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
