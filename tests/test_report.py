@@ -128,5 +128,5 @@ def test_compare_command_writes_markdown_and_csv(tmp_path, capsys):
 
 
 def test_summary_without_common_points_says_so():
-    text = report.summary(rows_for("cpu", {1: 1.0}), ["cpu"], "cpu", "x", [])
+    text = report.summary(rows_for("cpu", {1: 1.0}), [], "x", [])
     assert "No pair of groups" in text

@@ -136,14 +136,17 @@ class Measurer:
             return {"status": "failed", "reason": f"{type(exc).__name__}: {_first_line(text)}"}
 
     def _run(self, point: Point, timing: dict) -> dict:
+        entered = time.perf_counter()
         xs, ws = self.operands(point)
         fn = self._function(point.data)
         x, w = self._args(xs, ws)
         one = tf.constant(1)
 
+        warm = time.perf_counter()
         for _ in range(timing["warmup"]):  # tracing and first allocations happen here
             out = fn(x, w, one)
             heads = self._heads(out)
+        warmup_s = time.perf_counter() - warm
         placed = self._placement(fn, x, w, one)
         expected = sorted(short_device(n) for n in self.devices.names)
         if placed != expected:
@@ -170,11 +173,13 @@ class Measurer:
             if enough or spent >= timing["max_time_s"]:
                 break
         samples = [t / inner for t in blocks]
+        timed_s = sum(blocks)
         loop_scaling = None
         if _median(blocks) <= 4 * timing["min_block_s"] and inner <= MAX_INNER // 2:
             double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
             loop_scaling = double / _median(blocks)
             samples.append(double / (2 * inner))
+            timed_s += double
 
         call_s = _median([block(1) for _ in range(5)]) if inner > 1 else _median(samples)
         warnings = []
@@ -194,6 +199,9 @@ class Measurer:
             "output_devices": self._output_devices(out),
             "numerics_error": error,
             "warnings": warnings,
+            "warmup_s": warmup_s,
+            "timed_s": timed_s,
+            "point_s": time.perf_counter() - entered,
         }
 
     @staticmethod

@@ -24,8 +24,12 @@ AXIS_LABELS = {
 }
 
 
-def _line_style(emulated: bool) -> dict:
-    return {"linestyle": "--" if emulated else "-", "marker": "o", "markersize": 3}
+DENSE = 200  # past this many points a curve is drawn without markers (they would hide it)
+
+
+def _line_style(emulated: bool, points: int = 0) -> dict:
+    marker = {"marker": "o", "markersize": 3} if points <= DENSE else {}
+    return {"linestyle": "--" if emulated else "-", **marker}
 
 
 def _finish(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None:
@@ -40,7 +44,7 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None
         ax.legend(fontsize=8)
 
 
-def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
+def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]:
     """time, throughput, speedup, efficiency and roofline, each only where there is data."""
     ok = analysis.ok_rows(rows)
     if not ok:
@@ -66,7 +70,7 @@ def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
                 xs,
                 [r[field] for r in series],
                 label=name(group, dtype, data),
-                **_line_style(group in emulated),
+                **_line_style(group in emulated, len(series)),
             )[0]
             if field == "median_s":
                 ax.fill_between(
@@ -80,11 +84,9 @@ def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
         out[title] = fig
 
     groups = sorted({r["group"] for r in ok})
-    verdicts = {
-        (v.b, v.dtype, v.data): v
-        for v in analysis.verdicts(ok, groups, baseline)
-        if v.a == baseline
-    }
+    if verdicts is None:
+        verdicts = analysis.verdicts(ok, groups, baseline)
+    verdicts = {(v.b, v.dtype, v.data): v for v in verdicts if v.a == baseline}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for group, dtype, data in curves:
         if group == baseline:
@@ -96,7 +98,7 @@ def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
             [p.x for p in points],
             [p.speedup for p in points],
             label=name(group, dtype, data),
-            **_line_style(group in emulated),
+            **_line_style(group in emulated, len(points)),
         )[0]
         verdict = verdicts.get((group, dtype, data))
         if verdict and verdict.payoff_x is not None:
@@ -134,7 +136,7 @@ def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
                     [p[0] for p in points],
                     [p[1] for p in points],
                     label=name(group, dtype, data, {"gpu"}),
-                    **_line_style(bool({group, "gpu"} & emulated)),
+                    **_line_style(bool({group, "gpu"} & emulated), len(points)),
                 )
         ax.axhline(1.0, color="grey", linewidth=0.8)
         _finish(
@@ -154,20 +156,21 @@ def figures(rows: list[dict], baseline: str) -> dict[str, Figure]:
                 [analysis.intensity(r) for r in series],
                 [r["gflops"] for r in series],
                 label=name(group, dtype, data),
-                **_line_style(group in emulated),
+                **_line_style(group in emulated, len(series)),
             )
         _finish(ax, "arithmetic intensity (FLOP/byte)", "throughput (GFLOP/s)", "roofline")
         out["roofline"] = fig
     return out
 
 
-def save(figs: dict[str, Figure], plots: Path) -> list[Path]:
+def save(figs: dict[str, Figure], plots: Path) -> dict[str, bytes]:
+    """Write each figure as PNG and SVG; return the PNG bytes (report.html embeds them)."""
     plots.mkdir(parents=True, exist_ok=True)
-    written = []
+    pngs = {}
     for title, fig in figs.items():
-        for ext in ("png", "svg"):
-            path = plots / f"{title}.{ext}"
-            fig.savefig(path, dpi=120, bbox_inches="tight")
-            written.append(path)
+        fig.savefig(plots / f"{title}.svg", bbox_inches="tight")
+        path = plots / f"{title}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        pngs[title] = path.read_bytes()
         plt.close(fig)
-    return written
+    return pngs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 from collections import Counter
 
@@ -20,28 +19,18 @@ def write_report(store, experiment) -> list[str]:
     rows, notes = store.rows()
     groups = [entry.group for entry in experiment.groups]
     baseline = experiment.baseline_group
-    figures = plots.figures(rows, baseline)
-    pictures = {}
-    for title, fig in figures.items():
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        pictures[title] = base64.b64encode(buffer.getvalue()).decode()
-    plots.save(figures, store.path / "plots")
+    verdicts = analysis.verdicts(rows, groups, baseline)
+    pngs = plots.save(plots.figures(rows, baseline, verdicts), store.path / "plots")
+    pictures = {title: base64.b64encode(data).decode() for title, data in pngs.items()}
     declared = {group: peak.model_dump() for group, peak in experiment.peaks.items()}
-    store.write_text(
-        "summary.md", summary(rows, groups, baseline, experiment.name, notes, declared)
-    )
-    store.write_text(
-        "report.html", page(rows, groups, baseline, experiment, notes, pictures, store)
-    )
+    store.write_text("summary.md", summary(rows, verdicts, experiment.name, notes, declared))
+    store.write_text("report.html", page(rows, verdicts, experiment, notes, pictures, store))
     store.write_text("results.csv", table_csv(rows))
     return notes
 
 
-def _verdict_rows(rows, groups, baseline) -> list[tuple]:
-    return [
-        (v.a, v.b, v.dtype, v.data, v.sentence()) for v in analysis.verdicts(rows, groups, baseline)
-    ]
+def _verdict_rows(verdicts) -> list[tuple]:
+    return [(v.a, v.b, v.dtype, v.data, v.sentence()) for v in verdicts]
 
 
 def _group_rows(rows, declared) -> list[tuple]:
@@ -118,7 +107,7 @@ EMULATED_NOTE = (
 )
 
 
-def summary(rows, groups, baseline, name, notes, declared=None) -> str:
+def summary(rows, verdicts, name, notes, declared=None) -> str:
     """summary.md: verdicts first, then per-group peaks and cost models, then warnings."""
     counts = Counter(r["status"] for r in rows)
     lines = [
@@ -128,7 +117,7 @@ def summary(rows, groups, baseline, name, notes, declared=None) -> str:
     ]
     if any(r.get("emulated") for r in rows):
         lines += ["", f"**{EMULATED_NOTE}**"]
-    verdicts = _verdict_rows(rows, groups, baseline)
+    verdicts = _verdict_rows(verdicts)
     lines += ["", "## Verdicts", ""]
     if verdicts:
         lines += ["| A | B | dtype | data | verdict |", "|---|---|---|---|---|"]
@@ -159,7 +148,7 @@ def _table(header, body) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
 
 
-def page(rows, groups, baseline, experiment, notes, pictures: dict[str, str], store) -> str:
+def page(rows, verdicts, experiment, notes, pictures: dict[str, str], store) -> str:
     """report.html: one file, plots embedded, readable offline in any browser."""
     try:
         environment = json.loads((store.path / "environment.json").read_text())
@@ -201,7 +190,7 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 <p>Points: {html.escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))}</p>
 {emulated}
 <h2>Where distribution pays off</h2>
-{_table(("A", "B", "dtype", "data", "verdict"), _verdict_rows(rows, groups, baseline))}
+{_table(("A", "B", "dtype", "data", "verdict"), _verdict_rows(verdicts))}
 {figures}
 <h2>Per group</h2>
 {_table(GROUP_HEADER, _group_rows(rows, declared))}
@@ -215,6 +204,8 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 def table_csv(rows: list[dict]) -> str:
     """results.csv for pandas and spreadsheets: one row per point, lists joined with ';'."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    import io
+
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()

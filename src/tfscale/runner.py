@@ -129,6 +129,7 @@ class _GroupSession:
                 "env_vars": {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
             },
         }
+        started = time.perf_counter()
         self.actor = RemoteGroup.options(**options).remote(
             p.group, p.kind, p.replicas, p.emulated, p.threads
         )
@@ -140,6 +141,7 @@ class _GroupSession:
         except (GetTimeoutError, RayActorError) as exc:
             self.stop()
             return f"the worker did not start: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        self.info["actor_start_s"] = time.perf_counter() - started
         return None
 
     def capacity(self) -> Capacity:
@@ -276,7 +278,7 @@ class Runner:
             too_big = fits(point, session.capacity(), run.memory_fraction)
             if too_big:
                 return terminal_row(point, "skipped", too_big, **context)
-            started_at = now()
+            started_at, sent = now(), time.perf_counter()
             ref = session.actor.run_point.remote(point.coordinates(), self.timing)
             try:
                 result = ray.get(ref, timeout=run.point_timeout_s)
@@ -293,8 +295,16 @@ class Runner:
             if status != "ok":
                 return terminal_row(point, status, result.pop("reason"), **context)
             samples = result.pop("samples")
+            # what the sweep spent on this point beyond the worker's own time: Ray, the driver
+            overhead_s = time.perf_counter() - sent - result["point_s"]
             return ok_row(
-                point, samples, started_at=started_at, finished_at=now(), **context, **result
+                point,
+                samples,
+                started_at=started_at,
+                finished_at=now(),
+                overhead_s=overhead_s,
+                **context,
+                **result,
             )
         # Ray names the memory monitor or the OOM killer when that is what killed the worker
         status = "oom" if reason and "memory" in reason.lower() else "failed"
