@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint schema clean
+.PHONY: run test lint schema bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/tfscale run configs/quickstart.yaml
@@ -13,6 +13,9 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
+
+bench: $(VENV)/.installed
+	for b in fidelity sweep scale cluster_scaling; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 schema: $(VENV)/.installed
 	$(BIN)/tfscale validate --schema > schema/experiment.schema.json
