@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -27,3 +31,27 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+def tfscale(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would, in a fresh process, never against a stray RAY_ADDRESS."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not (env or {}).get("RAY_ADDRESS"):
+        environment.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tfscale.cli", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def read_rows(run: Path) -> list[dict]:
+    """The complete rows of a run folder (a line still being written is left out)."""
+    path = run / "results.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]

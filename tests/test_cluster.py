@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import read_rows, tfscale
+
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
 
@@ -80,18 +82,6 @@ def cluster():
     assert not left.stdout.strip(), "Ray processes left running"
 
 
-def tfscale(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tfscale.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def span(rows: list[dict]) -> tuple[datetime, datetime]:
     return (
         min(datetime.fromisoformat(r["started_at"]) for r in rows),
@@ -99,8 +89,9 @@ def span(rows: list[dict]) -> tuple[datetime, datetime]:
     )
 
 
-def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG)
+def sweep_on(cluster: dict, tmp_path: Path, config: str, *extra: str) -> list[dict]:
+    """`tfscale run` against the cluster; the rows of the run."""
+    (tmp_path / "c.yaml").write_text(config)
     result = tfscale(
         "run",
         "c.yaml",
@@ -108,11 +99,16 @@ def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_pa
         cluster["address"],
         "--out",
         "run",
+        *extra,
         env=cluster["env"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "run/results.jsonl").read_text().splitlines()]
+    return read_rows(tmp_path / "run")
+
+
+def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_path):
+    rows = sweep_on(cluster, tmp_path, CONFIG)
     assert len(rows) == 12 and len({r["point_id"] for r in rows}) == 12
     by_group = {g: [r for r in rows if r["group"] == g] for g in ("cpu", "mirrored:2", "gpu")}
     nodes = {g: {r["node_id"] for r in group} for g, group in by_group.items()}
@@ -128,23 +124,8 @@ def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_pa
 
 
 def test_node_with_gpus_tensorflow_cannot_see_fails_instead_of_measuring_the_cpu(cluster, tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG.replace("m: [256, 512, 1024, 2048]", "m: [64]"))
-    result = tfscale(
-        "run",
-        "c.yaml",
-        "--address",
-        cluster["address"],
-        "--out",
-        "run",
-        "--set",
-        "groups=[gpu]",
-        env=cluster["env"],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = [
-        json.loads(line) for line in (tmp_path / "run/results.jsonl").read_text().splitlines()
-    ]
+    one_point = CONFIG.replace("m: [256, 512, 1024, 2048]", "m: [64]")
+    (row,) = sweep_on(cluster, tmp_path, one_point, "--set", "groups=[gpu]")
     assert row["status"] == "failed" and "median_s" not in row
     assert "Ray assigned 1 GPU" in row["reason"] and "TensorFlow sees 0" in row["reason"]
 
@@ -191,6 +172,6 @@ def test_ray_job_submit_runs_a_sweep_on_the_cluster(cluster, tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "succeeded" in (result.stdout + result.stderr)
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = read_rows(out)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     print(f"ray job submit: {time.monotonic() - started:.1f} s")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import read_rows
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
@@ -41,23 +42,16 @@ def start(tmp: Path, *args: str, **env: str) -> subprocess.Popen:
     )
 
 
-def rows(run: Path) -> list[dict]:
-    path = run / "results.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
 def wait_for_rows(run: Path, count: int, process: subprocess.Popen, limit_s: float = 180) -> None:
     deadline = time.monotonic() + limit_s
-    while len(rows(run)) < count:
+    while len(read_rows(run)) < count:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no rows in time"
         time.sleep(0.1)
 
 
 def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
-    found = rows(run)
+    found = read_rows(run)
     assert len(found) == points and len({r["point_id"] for r in found}) == points
     return found
 
@@ -105,7 +99,7 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path)
     assert process.returncode == 3, err[-3000:]
     assert f"tfscale run --resume {run}" in err
     assert out.strip().splitlines()[-1] == str(run)
-    partial = rows(run)
+    partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
     resumed = start(tmp_path, "--resume", str(run))
@@ -121,7 +115,7 @@ def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path):
     wait_for_rows(run, 3, process)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
     process.communicate(timeout=60)
-    before = rows(run)
+    before = read_rows(run)
     assert 3 <= len(before) < 6
 
     resumed = start(tmp_path, "--resume", str(run))

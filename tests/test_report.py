@@ -110,7 +110,7 @@ def test_html_report_renders_in_a_browser(tmp_path):
 def test_compare_flags_a_planted_regression_and_not_noise():
     before = rows_for("cpu", {m: 1e-3 for m in SIZES}, spread=0.05)
     after = rows_for("cpu", {m: 1e-3 * (2.0 if m == 100 else 1.02) for m in SIZES}, spread=0.05)
-    changes = {c.m: c for c in compare.compare_runs(before, after)}
+    changes = {c.point.m: c for c in compare.compare_runs(before, after)}
     assert changes[100].verdict == "regression" and changes[100].ratio == pytest.approx(2.0)
     assert all(c.verdict == "within noise" for m, c in changes.items() if m != 100)
     assert "1 regressions, 0 improvements, 4 within noise" in compare.summary_line(

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import read_rows, tfscale
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
@@ -52,23 +50,6 @@ ROW_FIELDS = {
     "timing",
     "call_s",
 }
-
-
-def tfscale(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "tfscale.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def read_rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -249,7 +249,7 @@ STANDARD_GROUPS = ("cpu", "gpu", "mirrored:2", "mirrored:4", "mirrored:8")
 
 def cmd_devices(args) -> int:
     from tfscale import runner
-    from tfscale.groups import place, schedule
+    from tfscale.groups import place
 
     if args.config:
         experiment = config.load(args.config)
@@ -271,27 +271,26 @@ def cmd_devices(args) -> int:
         )
     print(f"groups (emulate: {policy}):")
     for group, emulate, threads in entries:
-        placement = place(group, policy, nodes, emulate, threads)
-        if not placement.unavailable:
-            plans, impossible = schedule([placement], nodes, {}, "node")
-            if group in impossible:
-                placement = None
-                why = impossible[group]
-        else:
-            why = placement.unavailable
-        if placement is None or placement.unavailable:
-            print(f"  {group:<12} unavailable: {why}")
-            continue
-        node = next(iter(plans))
-        how = (
-            "emulated on logical CPU devices"
-            if placement.emulated
-            else f"{placement.num_gpus} real GPU(s)"
-            if placement.num_gpus
-            else f"CPU, {placement.threads} threads"
-        )
-        print(f"  {group:<12} ok: {how}, e.g. on node {node[:12]}")
+        print(f"  {group:<12} {_can_run(place(group, policy, nodes, emulate, threads), nodes)}")
     return EXIT_OK
+
+
+def _can_run(placement, nodes) -> str:
+    """One line: how and where the cluster runs a group, or why it cannot."""
+    from tfscale.groups import schedule
+
+    if placement.unavailable:
+        return f"unavailable: {placement.unavailable}"
+    plans, impossible = schedule([placement], nodes, {}, "node")
+    if impossible:
+        return f"unavailable: {impossible[placement.group]}"
+    if placement.emulated:
+        how = "emulated on logical CPU devices"
+    elif placement.num_gpus:
+        how = f"{placement.num_gpus} real GPU(s)"
+    else:
+        how = f"CPU, {placement.threads} threads"
+    return f"ok: {how}, e.g. on node {next(iter(plans))[:12]}"
 
 
 class _StopFlag:

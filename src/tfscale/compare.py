@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from tfscale.plan import Point
+from tfscale.progress import describe
 
 
 @dataclass(frozen=True)
 class Change:
-    point_id: str
-    group: str
-    m: int
-    k: int
-    n: int
-    dtype: str
-    data: str
+    point: Point
     median_a_s: float
     median_b_s: float
     verdict: str  # regression | improvement | within noise
@@ -43,21 +40,11 @@ def compare_runs(rows_a: list[dict], rows_b: list[dict]) -> list[Change]:
             verdict = "improvement"
         else:
             verdict = "within noise"
-        changes.append(
-            Change(
-                b["point_id"],
-                b["group"],
-                b["m"],
-                b["k"],
-                b["n"],
-                b["dtype"],
-                b["data"],
-                a["median_s"],
-                b["median_s"],
-                verdict,
-            )
-        )
-    return sorted(changes, key=lambda c: (c.group, c.dtype, c.data, c.m * c.k * c.n))
+        point = Point(*(b[key] for key in ("group", "m", "k", "n", "dtype", "data")))
+        changes.append(Change(point, a["median_s"], b["median_s"], verdict))
+    return sorted(
+        changes, key=lambda c: (c.point.group, c.point.dtype, c.point.data, c.point.flops)
+    )
 
 
 def summary_line(changes: list[Change]) -> str:
@@ -67,7 +54,7 @@ def summary_line(changes: list[Change]) -> str:
         f"{len(changes)} points compared: {count['regression']} regressions, "
         f"{count['improvement']} improvements, "
         f"{len(changes) - sum(count.values())} within noise; "
-        f"largest slowdown {worst.ratio:.2f}x ({worst.group} m={worst.m} k={worst.k} n={worst.n})"
+        f"largest slowdown {worst.ratio:.2f}x ({describe(worst.point)})"
     )
 
 
@@ -86,13 +73,9 @@ HEADER = (
 
 
 def _cells(change: Change) -> tuple:
+    p = change.point
     return (
-        change.group,
-        change.m,
-        change.k,
-        change.n,
-        change.dtype,
-        change.data,
+        *(p.group, p.m, p.k, p.n, p.dtype, p.data),
         f"{change.median_a_s * 1e6:,.2f}",
         f"{change.median_b_s * 1e6:,.2f}",
         f"{change.ratio:.3f}",
@@ -116,9 +99,24 @@ def markdown(changes: list[Change], run_a, run_b) -> str:
 def to_csv(changes: list[Change]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([*asdict(changes[0]), "ratio"])
+    writer.writerow(["point_id", *HEADER[:6], "median_a_s", "median_b_s", "ratio", "verdict"])
     for change in changes:
-        writer.writerow([*asdict(change).values(), f"{change.ratio:.6g}"])
+        p = change.point
+        writer.writerow(
+            [
+                p.point_id,
+                p.group,
+                p.m,
+                p.k,
+                p.n,
+                p.dtype,
+                p.data,
+                change.median_a_s,
+                change.median_b_s,
+                f"{change.ratio:.6g}",
+                change.verdict,
+            ]
+        )
     return buffer.getvalue()
 
 
