@@ -114,3 +114,13 @@ def test_a_poor_fit_predicts_nothing():
     assert not model.fits_well
     (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
     assert verdict.predicted_x is None
+
+
+def test_multiworker_is_judged_against_one_node_and_one_device():
+    assert ("cpu", "multiworker:2x0") in analysis.pairs(["cpu", "multiworker:2x0"], "cpu")
+    pairs = analysis.pairs(["cpu", "gpu", "mirrored:4", "multiworker:2x4"], "cpu")
+    assert ("mirrored:4", "multiworker:2x4") in pairs and ("gpu", "multiworker:2x4") in pairs
+    cpu = rows_for("cpu", {m: 1.0 for m in SIZES})
+    workers = rows_for("multiworker:2x0", {m: 0.8 for m in SIZES})
+    efficiency = analysis.scaling_efficiency(cpu + workers, "multiworker:2x0", "float32", "device")
+    assert [e for _, e in efficiency] == pytest.approx([1.25 / 2] * len(SIZES))

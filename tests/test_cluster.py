@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -175,3 +176,66 @@ def test_ray_job_submit_runs_a_sweep_on_the_cluster(cluster, tmp_path):
     rows = read_rows(out)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     print(f"ray job submit: {time.monotonic() - started:.1f} s")
+
+
+MULTIWORKER = """\
+name: multiworker
+workload: {m: [64, 1024], k: 128, n: 128}
+groups: [{group: cpu, threads: 1}, {group: "multiworker:2x0", threads: 1}]
+timing: {warmup: 1, min_repeats: 3, min_time_s: 0.2, max_time_s: 2, min_block_s: 0.005}
+run: {max_attempts: 2, point_timeout_s: 120}
+"""
+
+
+def test_multiworker_group_spans_two_nodes_with_one_replica_each(cluster, tmp_path):
+    rows = sweep_on(cluster, tmp_path, MULTIWORKER)
+    workers = [r for r in rows if r["group"] == "multiworker:2x0"]
+    assert [r["status"] for r in workers] == ["ok", "ok"], workers
+    for row in workers:
+        assert row["replicas"] == 2 and row["devices"] == ["worker0/CPU:0", "worker1/CPU:0"]
+        assert len(set(row["node_id"].split(","))) == 2  # two Ray nodes
+        assert row["emulated"] is True  # ... of one machine
+        assert row["numerics_error"] < 1e-4 and row["timing"] == "graph_loop"
+    summary = (tmp_path / "run/summary.md").read_text()
+    assert "multiworker:2x0 (emulated)" in summary
+
+
+def test_killed_multiworker_member_does_not_hang_the_others(cluster, tmp_path):
+    (tmp_path / "c.yaml").write_text(MULTIWORKER)
+    env = {**cluster["env"], "PYTHONUNBUFFERED": "1", "TFSCALE_TEST_STALL": "64:5"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfscale.cli",
+            "run",
+            "c.yaml",
+            "--address",
+            cluster["address"],
+            "--out",
+            "run",
+            "--set",
+            'groups=[{group: "multiworker:2x0", threads: 1}]',
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:  # both members are stalled inside `prepare` of the first point: kill one
+        found = subprocess.run(
+            ["pgrep", "-f", "_MemberActor.prepare"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if found:
+            break
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    os.kill(int(found[0]), signal.SIGKILL)
+    out, err = process.communicate(timeout=300)  # no hang
+    assert process.returncode == 0, err[-3000:]
+    rows = read_rows(tmp_path / "run")
+    assert len(rows) == 2 and len({r["point_id"] for r in rows}) == 2
+    first = next(r for r in rows if r["m"] == 64)
+    assert first["attempt"] == 2 and first["status"] == "ok"  # all members recreated, retried

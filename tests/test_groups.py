@@ -106,3 +106,17 @@ def test_the_group_that_fits_one_node_only_gets_it():
     plans, _ = schedule(placements, nodes, {"cpu": 4, "mirrored:2": 4, "gpu": 4}, "node")
     assert plans["b"] == [[["gpu"]]]
     assert {g for node in ("head", "a") for g in plans[node][0][0]} == {"cpu", "mirrored:2"}
+
+
+def test_multiworker_groups_need_n_nodes_and_say_emulated_on_one_machine():
+    assert parse_group("multiworker:2x4") == ("multiworker", 8)
+    assert parse_group("multiworker:3x0") == ("multiworker", 3)
+    one_host = [NodeInfo("a", "10.0.0.1", 2, 0, 8e9), NodeInfo("b", "10.0.0.1", 2, 0, 8e9)]
+    two_hosts = [NodeInfo("a", "10.0.0.1", 2, 0, 8e9), NodeInfo("b", "10.0.0.2", 2, 0, 8e9)]
+    assert place("multiworker:2x0", "never", one_host).emulated
+    real = place("multiworker:2x0", "never", two_hosts)
+    assert not real.emulated and real.workers == 2 and real.resources == {"CPU": 2.0}
+    assert "needs 3 nodes" in place("multiworker:3x0", "never", two_hosts).unavailable
+    assert "GPUs" in place("multiworker:2x4", "never", two_hosts).unavailable
+    plans, _ = schedule([real], two_hosts, {}, "node")
+    assert plans == {}  # spans nodes: run apart from the per-node work

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfscale.groups import parse_group
+from tfscale.groups import parse_group, workers_of
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
@@ -132,17 +132,20 @@ def payoff(comparisons: list[Comparison]) -> tuple[float | None, bool]:
 
 def pairs(groups: list[str], baseline: str) -> list[tuple[str, str]]:
     """Meaningful (A, B) pairs: each group vs the baseline; gpu vs cpu; mirrored:k vs gpu and vs
-    mirrored:j for j < k."""
+    mirrored:j for j < k; multiworker:NxK vs mirrored:K (cpu for K=0) and vs gpu."""
     out = [(baseline, g) for g in groups if g != baseline]
     kinds = {g: parse_group(g) for g in groups}
     if "gpu" in groups and "cpu" in groups:
         out.append(("cpu", "gpu"))
     for g, (kind, k) in kinds.items():
-        if kind != "mirrored":
-            continue
-        if "gpu" in groups:
-            out.append(("gpu", g))
-        out += [(h, g) for h, (kind_h, j) in kinds.items() if kind_h == "mirrored" and j < k]
+        if kind == "mirrored":
+            if "gpu" in groups:
+                out.append(("gpu", g))
+            out += [(h, g) for h, (kind_h, j) in kinds.items() if kind_h == "mirrored" and j < k]
+        elif kind == "multiworker":
+            _, per_worker = workers_of(g)
+            single = "cpu" if per_worker == 0 else f"mirrored:{per_worker}"
+            out += [(h, g) for h in (single, "gpu") if h in groups]
     return list(dict.fromkeys(out))
 
 
@@ -204,11 +207,16 @@ def predicted_crossover(
 def scaling_efficiency(
     rows: list[dict], group: str, dtype: str, data: str
 ) -> list[tuple[float, float]]:
-    """(x, speedup over gpu / k) of a mirrored:k group at each common point."""
-    kind, k = parse_group(group)
-    if kind != "mirrored":
+    """(x, speedup over one device / replicas) at each common point: mirrored:k over gpu,
+    multiworker:NxK over gpu, multiworker:Nx0 over cpu."""
+    kind, replicas = parse_group(group)
+    if kind == "mirrored" or (kind == "multiworker" and workers_of(group)[1] > 0):
+        single = "gpu"
+    elif kind == "multiworker":
+        single = "cpu"
+    else:
         return []
-    return [(c.x, c.speedup / k) for c in compare(rows, "gpu", group, dtype, data)]
+    return [(c.x, c.speedup / replicas) for c in compare(rows, single, group, dtype, data)]
 
 
 @dataclass(frozen=True)

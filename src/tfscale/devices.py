@@ -31,8 +31,13 @@ class DeviceSet:
         return asdict(self)
 
 
-def setup(kind: str, replicas: int, emulated: bool, threads: int) -> DeviceSet:
-    """Configure TensorFlow in this process for one group; raise DeviceError if impossible."""
+def setup(
+    kind: str, replicas: int, emulated: bool, threads: int, initialise: bool = True
+) -> DeviceSet:
+    """Configure TensorFlow in this process for one group; raise DeviceError if impossible.
+
+    `initialise=False` leaves TensorFlow's context uninitialised (names left empty): a
+    multi-worker strategy must configure collectives before anything initialises it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
@@ -57,7 +62,11 @@ def setup(kind: str, replicas: int, emulated: bool, threads: int) -> DeviceSet:
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
             )
-        names = tuple(d.name for d in tf.config.list_logical_devices("CPU"))[:replicas]
+        names = (
+            tuple(d.name for d in tf.config.list_logical_devices("CPU"))[:replicas]
+            if initialise
+            else ()
+        )
         return DeviceSet(kind, names, emulated, threads, inter, host, None)
 
     check_gpu_count(
@@ -65,7 +74,11 @@ def setup(kind: str, replicas: int, emulated: bool, threads: int) -> DeviceSet:
     )
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
-    names = tuple(d.name for d in tf.config.list_logical_devices("GPU"))[:replicas]
+    names = (
+        tuple(d.name for d in tf.config.list_logical_devices("GPU"))[:replicas]
+        if initialise
+        else ()
+    )
     return DeviceSet(kind, names, False, threads, inter, host, gpu_memory_bytes())
 
 

@@ -1,7 +1,9 @@
 """Device groups: names, and what each needs from a cluster (one function, pure).
 
-A group is `cpu`, `gpu` (one GPU) or `mirrored:k` (k GPUs of one node under MirroredStrategy).
-GPU groups may be *emulated*: k logical CPU devices stand in for k GPUs, always labelled so.
+A group is `cpu`, `gpu` (one GPU), `mirrored:k` (k GPUs of one node under MirroredStrategy) or
+`multiworker:NxK` (N nodes with K GPUs each, K=0 for CPU workers, MultiWorkerMirroredStrategy).
+GPU groups may be *emulated*: k logical CPU devices stand in for k GPUs, always labelled so; a
+multi-worker group whose nodes share one machine is labelled emulated too.
 """
 
 from __future__ import annotations
@@ -9,18 +11,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_GROUP = re.compile(r"^(cpu|gpu|mirrored:([1-9][0-9]{0,2}))$")
+_GROUP = re.compile(
+    r"^(cpu|gpu|mirrored:([1-9][0-9]{0,2})|multiworker:([1-9][0-9]{0,2})x([0-9]{1,2}))$"
+)
 
 
 def parse_group(name: str) -> tuple[str, int]:
-    """'mirrored:4' -> ('mirrored', 4); raise ValueError for anything else."""
+    """'mirrored:4' -> ('mirrored', 4), 'multiworker:2x4' -> ('multiworker', 8): kind, replicas."""
+    kind, workers, per_worker = _parse(name)
+    return kind, workers * max(per_worker, 1)
+
+
+def workers_of(name: str) -> tuple[int, int]:
+    """'multiworker:2x4' -> (2, 4): workers (nodes) and GPUs per worker (0: CPU workers)."""
+    _, workers, per_worker = _parse(name)
+    return workers, per_worker
+
+
+def _parse(name: str) -> tuple[str, int, int]:
     match = _GROUP.match(str(name))
     if not match:
         raise ValueError(
-            f"unknown group {name!r}; expected cpu, gpu or mirrored:K (K GPUs of one node)"
+            f"unknown group {name!r}; expected cpu, gpu, mirrored:K (K GPUs of one node) or "
+            "multiworker:NxK (N nodes, K GPUs each; K=0: CPU workers)"
         )
     kind = match.group(1).split(":")[0]
-    return kind, int(match.group(2) or 1)
+    if kind == "multiworker":
+        return kind, int(match.group(3)), int(match.group(4))
+    return kind, 1, int(match.group(2) or 1)
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ class Placement:
     num_gpus: int
     threads: int
     unavailable: str | None = None
+    workers: int = 1  # multiworker: one actor with this request on each of `workers` nodes
 
     @property
     def resources(self) -> dict[str, float]:
@@ -71,6 +90,8 @@ def place(
     kind, replicas = parse_group(group)
     max_cpus = int(max((node.cpus for node in nodes), default=0))
     max_gpus = int(max((node.gpus for node in nodes), default=0))
+    if kind == "multiworker":
+        return _place_multiworker(group, nodes, threads)
     if kind == "cpu":
         emulated = False
     elif emulate is not None:
@@ -100,6 +121,32 @@ def place(
     return placement
 
 
+def _place_multiworker(group: str, nodes: list[NodeInfo], threads: int | None) -> Placement:
+    """N actors on N different nodes. Emulated when those nodes share one machine (several
+    `ray start` nodes on one host): the network between them is then not a network."""
+    workers, per_worker = workers_of(group)
+    want = threads or (1 if per_worker else int(min((n.cpus for n in nodes), default=0)) or 1)
+    able = [n for n in nodes if n.cpus >= want and n.gpus >= per_worker]
+    hosts = {n.address for n in able}
+    placement = Placement(
+        group,
+        "multiworker",
+        workers * max(per_worker, 1),
+        len(hosts) < workers,
+        want,
+        per_worker,
+        want,
+        workers=workers,
+    )
+    if len(able) < workers:
+        need = f"{per_worker} GPUs and " if per_worker else ""
+        return _unavailable(
+            placement,
+            f"needs {workers} nodes with {need}{want} CPUs each; the cluster has {len(able)}",
+        )
+    return placement
+
+
 def _unavailable(placement: Placement, reason: str) -> Placement:
     return Placement(**{**placement.__dict__, "unavailable": reason})
 
@@ -120,6 +167,7 @@ def schedule(
     parallel lanes that together never ask for more GPUs than the node has.
     Returns (node_id -> plan, group -> why no single node can hold it).
     """
+    placements = [p for p in placements if p.workers == 1]  # multiworker groups run apart
     load = {node.node_id: 0 for node in nodes}
     assigned: dict[str, list[Placement]] = {node.node_id: [] for node in nodes}
     impossible = {}

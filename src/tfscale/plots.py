@@ -124,8 +124,8 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
     else:
         plt.close(fig)
 
-    mirrored = [g for g in groups if g.startswith("mirrored:")]
-    if "gpu" in groups and mirrored:
+    mirrored = [g for g in groups if g.startswith(("mirrored:", "multiworker:"))]
+    if mirrored and ("gpu" in groups or "cpu" in groups):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for group, dtype, data in curves:
             points = (
@@ -138,15 +138,18 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
                     label=name(group, dtype, data, {"gpu"}),
                     **_line_style(bool({group, "gpu"} & emulated), len(points)),
                 )
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        _finish(
-            ax,
-            AXIS_LABELS[axis],
-            "scaling efficiency (speedup over gpu / k)",
-            "scaling efficiency of mirrored:k",
-            logy=False,
-        )
-        out["efficiency"] = fig
+        if ax.lines:
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+            _finish(
+                ax,
+                AXIS_LABELS[axis],
+                "scaling efficiency (speedup over one device / replicas)",
+                "scaling efficiency",
+                logy=False,
+            )
+            out["efficiency"] = fig
+        else:
+            plt.close(fig)
 
     intensities = [analysis.intensity(r) for r in ok]
     if max(intensities) >= 4 * min(intensities):

@@ -20,28 +20,17 @@ from dataclasses import dataclass, field
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from tfscale.actors import CollectiveSession, GroupSession, last_line
 from tfscale.config import Experiment
 from tfscale.errors import TfscaleError
 from tfscale.groups import NodeInfo, NodePlan, Placement, place, schedule
-from tfscale.plan import Capacity, Point, fits
+from tfscale.plan import Point, fits
 from tfscale.progress import Progress
 from tfscale.results import now, ok_row, terminal_row
 from tfscale.store import RunStore
-from tfscale.worker import GroupWorker
-
-QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-
-
-class _GroupActor(GroupWorker):
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
-
-RemoteGroup = ray.remote(max_restarts=0, max_concurrency=1)(_GroupActor)
+from tfscale.timing import sample
 
 
 def connect(address: str | None = None) -> dict:
@@ -94,69 +83,6 @@ class Outcome:
     workers: dict[str, dict] = field(default_factory=dict)
 
 
-def _test_hooks() -> dict[str, str]:
-    """Fault-injection variables (TFSCALE_TEST_*) reach the workers; see worker._test_stall."""
-    return {k: v for k, v in os.environ.items() if k.startswith("TFSCALE_TEST_")}
-
-
-class _GroupSession:
-    """One group's actor and placement group; recreated after a crash or a timeout."""
-
-    def __init__(self, placement: Placement, node_id: str, start_timeout_s: float):
-        self.placement, self.node_id, self.start_timeout_s = placement, node_id, start_timeout_s
-        self.actor, self.pg, self.info, self.node = None, None, None, None
-
-    def start(self) -> str | None:
-        """Start the actor; None when ready, else why the cluster cannot serve the group."""
-        p = self.placement
-        self.pg = placement_group(
-            [p.resources],
-            strategy="STRICT_PACK",
-            bundle_label_selector=[{"ray.io/node-id": self.node_id}],
-        )
-        ready, _ = ray.wait([self.pg.ready()], timeout=self.start_timeout_s)
-        if not ready:
-            self.stop()
-            return (
-                f"the cluster could not reserve {p.resources} on one node within "
-                f"{self.start_timeout_s:g} s (resources busy or missing)"
-            )
-        options = {
-            "num_cpus": p.num_cpus,
-            "num_gpus": p.num_gpus,
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, 0),
-            "runtime_env": {
-                "env_vars": {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
-            },
-        }
-        started = time.perf_counter()
-        self.actor = RemoteGroup.options(**options).remote(
-            p.group, p.kind, p.replicas, p.emulated, p.threads
-        )
-        try:
-            self.info, self.node = ray.get(
-                [self.actor.describe.remote(), self.actor.node_id.remote()],
-                timeout=self.start_timeout_s + 120,
-            )
-        except (GetTimeoutError, RayActorError) as exc:
-            self.stop()
-            return f"the worker did not start: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        self.info["actor_start_s"] = time.perf_counter() - started
-        return None
-
-    def capacity(self) -> Capacity:
-        devices = self.info.get("devices") or {}
-        return Capacity(devices.get("host_bytes", 0), devices.get("device_bytes"))
-
-    def stop(self) -> None:
-        if self.actor is not None:
-            ray.kill(self.actor, no_restart=True)
-            self.actor = None
-        if self.pg is not None:
-            remove_placement_group(self.pg)
-            self.pg = None
-
-
 class Runner:
     def __init__(self, experiment: Experiment, store: RunStore, progress: Progress, stop_requested):
         self.experiment, self.store, self.progress = experiment, store, progress
@@ -207,6 +133,10 @@ class Runner:
         for thread in threads:
             while thread.is_alive():  # join in slices so the main thread still takes signals
                 thread.join(0.2)
+        # multi-worker groups span several nodes: they run alone, after the per-node work
+        for placement in placements:
+            if placement.workers > 1 and not self.stop_requested():
+                self._run_collective(placement, by_group[placement.group])
         self.outcome.interrupted = bool(self.stop_requested()) and self.outcome.rows < len(points)
         return self.outcome
 
@@ -242,7 +172,7 @@ class Runner:
 
     def _run_group(self, placement: Placement, node_id: str, points: list[Point]) -> None:
         run = self.experiment.run
-        session = _GroupSession(placement, node_id, run.start_timeout_s)
+        session = GroupSession(placement, node_id, run.start_timeout_s)
         why = session.start()
         if why:
             self._all_unavailable(placement, points, why)
@@ -257,7 +187,99 @@ class Runner:
         finally:
             session.stop()
 
-    def _measure(self, session: _GroupSession, point: Point) -> dict:
+    def _run_collective(self, placement: Placement, points: list[Point]) -> None:
+        session = CollectiveSession(placement, self._addresses, self.experiment.run)
+        why = session.start()
+        if why:
+            self._all_unavailable(placement, points, why)
+            return
+        self.outcome.workers[placement.group] = {
+            "members": session.infos,
+            "node_ids": session.nodes,
+        }
+        try:
+            for point in points:
+                if self.stop_requested():
+                    return
+                self.progress.start_point(point)
+                self._write(point, self._measure_collective(session, point))
+        finally:
+            session.stop()
+
+    def _measure_collective(self, session: CollectiveSession, point: Point) -> dict:
+        """Every member prepares the point; the driver runs the timing protocol, each block on
+        all members at once, the slowest member's time counting (the all-reduce ends it)."""
+        run, placement = self.experiment.run, session.placement
+        reason = None
+        for attempt in range(1, run.max_attempts + 1):
+            if session.members is None:
+                why = session.start()
+                if why:
+                    return self._unavailable(point, placement, why)
+            context = {
+                "emulated": placement.emulated,
+                "attempt": attempt,
+                "node": ",".join(self._addresses.get(n, n) for n in session.nodes),
+                "node_id": ",".join(session.nodes),
+                "threads": placement.threads,
+            }
+            too_big = fits(point, session.capacity(), run.memory_fraction)
+            if too_big:
+                return terminal_row(point, "skipped", too_big, **context)
+            started_at, sent = now(), time.perf_counter()
+            deadline = sent + run.point_timeout_s
+
+            def block(inner: int, deadline: float = deadline) -> float:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise GetTimeoutError("point_timeout_s")
+                return max(session.each("block", inner, timeout=left))
+
+            try:
+                evidence = session.each(
+                    "prepare", point.coordinates(), self.timing, timeout=run.point_timeout_s
+                )
+                bad = next((e for e in evidence if e["status"] != "ok"), None)
+                if bad:
+                    session.each("release", timeout=60)
+                    return terminal_row(point, bad["status"], bad["reason"], **context)
+                sampled = sample(block, self.timing)
+                session.each("release", timeout=60)
+            except GetTimeoutError:
+                session.stop()
+                return terminal_row(
+                    point, "timeout", f"ran over point_timeout_s={run.point_timeout_s:g}", **context
+                )
+            except RayTaskError as exc:
+                session.stop()
+                return terminal_row(point, "failed", last_line(exc), **context)
+            except RayActorError as exc:
+                session.stop()  # the others would wait in a collective: recreate them all
+                reason = f"a worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"
+                continue
+            return ok_row(
+                point,
+                sampled.samples,
+                started_at=started_at,
+                finished_at=now(),
+                timing="graph_loop",
+                inner=sampled.inner,
+                call_s=sampled.call_s,
+                loop_scaling=sampled.loop_scaling,
+                calibration_s=sampled.calibration_s,
+                timed_s=sampled.timed_s,
+                warnings=sampled.warnings,
+                devices=sorted(d for e in evidence for d in e["devices"]),
+                output_devices=[d for e in evidence for d in e["output_devices"]],
+                numerics_error=max(e["numerics_error"] for e in evidence),
+                warmup_s=max(e["warmup_s"] for e in evidence),
+                point_s=time.perf_counter() - sent,
+                overhead_s=None,
+                **context,
+            )
+        return terminal_row(point, "failed", reason or "a worker died", **context)
+
+    def _measure(self, session: GroupSession, point: Point) -> dict:
         run = self.experiment.run
         placement = session.placement
         reason = None
@@ -287,6 +309,8 @@ class Runner:
                 return terminal_row(
                     point, "timeout", f"ran over point_timeout_s={run.point_timeout_s:g}", **context
                 )
+            except RayTaskError as exc:  # a bug, not a fault: say what, do not retry
+                return terminal_row(point, "failed", last_line(exc), **context)
             except RayActorError as exc:
                 session.stop()
                 reason = f"worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"

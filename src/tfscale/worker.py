@@ -58,6 +58,66 @@ class GroupWorker:
         return self._measurer.run(Point(**point), timing)
 
 
+class CollectiveMember:
+    """One worker of a multiworker:NxK group: its share of a MultiWorkerMirroredStrategy.
+
+    The driver asks every member for a port, builds TF_CONFIG from the nodes' addresses, then
+    calls each method on all members at once (collectives need every worker)."""
+
+    def __init__(self, group: str, gpus_per_worker: int, threads: int):
+        self.group, self.gpus, self.threads = group, gpus_per_worker, threads
+        self.error, self.devices, self._measurer = None, None, None
+
+    def free_port(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            return probe.getsockname()[1]
+
+    def connect(self, tf_config: str, index: int, timeout_s: float) -> dict:
+        """Set up devices, join the strategy (waits for every worker), describe this member."""
+        import dataclasses
+
+        from tfscale.devices import DeviceError, setup
+
+        started = time.perf_counter()
+        os.environ["TF_CONFIG"] = tf_config
+        try:
+            kind, replicas = ("cpu", 1) if self.gpus == 0 else ("mirrored", self.gpus)
+            devices = setup(kind, replicas, False, self.threads, initialise=False)
+        except DeviceError as exc:
+            self.error = str(exc)
+            return {"group": self.group, "error": self.error}
+        import tensorflow as tf
+
+        from tfscale.measure import Measurer
+
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        local = tuple(strategy.extended.worker_devices)
+        self.devices = dataclasses.replace(devices, kind="multiworker", names=local)
+        self._measurer = Measurer(self.devices, strategy, replica_offset=index * len(local))
+        self.setup_s = time.perf_counter() - started
+        return GroupWorker.describe(self)
+
+    def prepare(self, point: dict, timing: dict) -> dict:
+        from tfscale.plan import Point
+
+        _test_stall(point)
+        if self.error:
+            return {"status": "failed", "reason": self.error}
+        if point["data"] != "device":
+            return {"status": "failed", "reason": "multiworker groups measure data: device only"}
+        return self._measurer.prepare(Point(**point), timing)
+
+    def block(self, inner: int) -> float:
+        return self._measurer.block(inner)
+
+    def release(self) -> None:
+        self._measurer.release()
+
+
 def _test_stall(point: dict) -> None:
     """Fault-injection hook for tests: TFSCALE_TEST_STALL="M:SECONDS" makes the point with
     m == M hang for SECONDS, as a stuck kernel would. Unset in normal use."""
