@@ -124,3 +124,13 @@ def test_multiworker_is_judged_against_one_node_and_one_device():
     workers = rows_for("multiworker:2x0", {m: 0.8 for m in SIZES})
     efficiency = analysis.scaling_efficiency(cpu + workers, "multiworker:2x0", "float32", "device")
     assert [e for _, e in efficiency] == pytest.approx([1.25 / 2] * len(SIZES))
+
+
+def test_cost_model_is_not_dragged_by_one_noisy_point():
+    t0, peak = 50e-6, 200.0
+    times = {m: t0 + 2 * m * 64 * 64 / (peak * 1e9) for m in [1, 3, 10, 30, 100, 300, 1000, 3000]}
+    times[100] *= 3  # one point hit by noise
+    model = analysis.fit_cost_model(rows_for("cpu", times, spread=0))
+    assert model.t0_s == pytest.approx(t0, rel=0.05)
+    assert model.peak_gflops == pytest.approx(peak, rel=0.05)
+    assert model.max_rel_residual == pytest.approx(2 / 3, rel=0.01)  # reported, not hidden

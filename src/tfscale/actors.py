@@ -18,7 +18,8 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from tfscale.groups import Placement
-from tfscale.plan import Capacity
+from tfscale.plan import Capacity, Point
+from tfscale.timing import sample
 from tfscale.worker import CollectiveMember, GroupWorker
 
 QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
@@ -51,108 +52,139 @@ def _test_hooks() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("TFSCALE_TEST_")}
 
 
-class GroupSession:
-    """One group's actor and placement group; recreated after a crash or a timeout."""
+class _Session:
+    """Actors of one group in one placement group: reserved, started, stopped; recreated after
+    a crash or a timeout. Subclasses say how to start them and how to measure one point."""
 
-    def __init__(self, placement: Placement, node_id: str, start_timeout_s: float):
-        self.placement, self.node_id, self.start_timeout_s = placement, node_id, start_timeout_s
-        self.actor, self.pg, self.info, self.node = None, None, None, None
+    def __init__(self, placement: Placement, addresses: dict[str, str], run):
+        self.placement, self.addresses, self.run = placement, addresses, run
+        self.actors, self.pg, self.nodes, self.infos = None, None, [], []
 
-    def start(self) -> str | None:
-        """Start the actor; None when ready, else why the cluster cannot serve the group."""
-        p = self.placement
-        self.pg = placement_group(
-            [p.resources],
-            strategy="STRICT_PACK",
-            bundle_label_selector=[{"ray.io/node-id": self.node_id}],
-        )
-        ready, _ = ray.wait([self.pg.ready()], timeout=self.start_timeout_s)
-        if not ready:
-            self.stop()
-            return (
-                f"the cluster could not reserve {p.resources} on one node within "
-                f"{self.start_timeout_s:g} s (resources busy or missing)"
-            )
-        options = {
-            "num_cpus": p.num_cpus,
-            "num_gpus": p.num_gpus,
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, 0),
-            "runtime_env": {
-                "env_vars": {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
-            },
+    @property
+    def running(self) -> bool:
+        return self.actors is not None
+
+    @property
+    def error(self) -> str | None:
+        """Why the devices could not be set up (then every point fails with it)."""
+        return next((info["error"] for info in self.infos if info.get("error")), None)
+
+    def where(self) -> dict:
+        return {
+            "node": ",".join(self.addresses.get(n, n) for n in self.nodes),
+            "node_id": ",".join(self.nodes),
         }
-        started = time.perf_counter()
-        self.actor = RemoteGroup.options(**options).remote(
-            p.group, p.kind, p.replicas, p.emulated, p.threads
-        )
-        try:
-            self.info, self.node = ray.get(
-                [self.actor.describe.remote(), self.actor.node_id.remote()],
-                timeout=self.start_timeout_s + 120,
-            )
-        except (GetTimeoutError, RayActorError, RayTaskError) as exc:
-            self.stop()
-            return f"the worker did not start: {last_line(exc)}"
-        self.info["actor_start_s"] = time.perf_counter() - started
-        return None
 
     def capacity(self) -> Capacity:
-        devices = self.info.get("devices") or {}
-        return Capacity(devices.get("host_bytes", 0), devices.get("device_bytes"))
+        devices = [info.get("devices") or {} for info in self.infos]
+        gpus = [d.get("device_bytes") for d in devices]
+        return Capacity(
+            min(d.get("host_bytes", 0) for d in devices), None if None in gpus else min(gpus)
+        )
+
+    def _reserve(self, strategy: str, selector: list | None = None) -> str | None:
+        p, timeout = self.placement, self.run.start_timeout_s
+        bundles = [p.resources] * p.workers
+        self.pg = placement_group(bundles, strategy=strategy, bundle_label_selector=selector)
+        ready, _ = ray.wait([self.pg.ready()], timeout=timeout)
+        if ready:
+            return None
+        self.stop()
+        where = "on one node" if p.workers == 1 else f"on each of {p.workers} nodes"
+        return (
+            f"the cluster could not reserve {p.resources} {where} within {timeout:g} s "
+            "(resources busy or missing)"
+        )
+
+    def _spawn(self, remote, *args) -> None:
+        p = self.placement
+        env = {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
+        self.actors = [
+            remote.options(
+                num_cpus=p.num_cpus,
+                num_gpus=p.num_gpus,
+                runtime_env={"env_vars": env},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, i),
+            ).remote(*args)
+            for i in range(p.workers)
+        ]
+
+    def each(self, method: str, *args, timeout: float) -> list:
+        """Call a method on every actor at once (collectives need them all) and wait."""
+        return ray.get([getattr(a, method).remote(*args) for a in self.actors], timeout=timeout)
 
     def stop(self) -> None:
-        if self.actor is not None:
-            ray.kill(self.actor, no_restart=True)
-            self.actor = None
+        for actor in self.actors or []:
+            ray.kill(actor, no_restart=True)
+        self.actors = None
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None
 
 
-class CollectiveSession:
-    """The N actors of a multiworker:NxK group, one per node (STRICT_SPREAD), one strategy."""
+class GroupSession(_Session):
+    """One actor on a chosen node: cpu, gpu and mirrored:k groups."""
 
-    def __init__(self, placement: Placement, addresses: dict[str, str], run):
-        self.placement, self.addresses, self.run = placement, addresses, run
-        self.members, self.pg, self.nodes, self.infos = None, None, [], []
+    def __init__(self, placement: Placement, node_id: str, addresses: dict[str, str], run):
+        super().__init__(placement, addresses, run)
+        self.node_id = node_id
 
     def start(self) -> str | None:
-        p, run = self.placement, self.run
-        self.pg = placement_group([p.resources] * p.workers, strategy="STRICT_SPREAD")
-        ready, _ = ray.wait([self.pg.ready()], timeout=run.start_timeout_s)
-        if not ready:
-            self.stop()
-            return (
-                f"the cluster could not reserve {p.resources} on each of {p.workers} nodes "
-                f"within {run.start_timeout_s:g} s (resources busy or missing)"
-            )
-        env = {**QUIET_TF, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
-        self.members = [
-            RemoteMember.options(
-                num_cpus=p.num_cpus,
-                num_gpus=p.num_gpus,
-                runtime_env={"env_vars": env},
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, i),
-            ).remote(p.group, p.num_gpus, p.threads)
-            for i in range(p.workers)
-        ]
+        """Start the actor; None when ready, else why the cluster cannot serve the group."""
+        why = self._reserve("STRICT_PACK", [{"ray.io/node-id": self.node_id}])
+        if why:
+            return why
+        p = self.placement
+        started = time.perf_counter()
+        self._spawn(RemoteGroup, p.group, p.kind, p.replicas, p.emulated, p.threads)
         try:
-            self.nodes = ray.get([m.node_id.remote() for m in self.members], timeout=120)
-            ports = ray.get([m.free_port.remote() for m in self.members], timeout=120)
+            [info] = self.each("describe", timeout=self.run.start_timeout_s + 120)
+        except (GetTimeoutError, RayActorError, RayTaskError) as exc:
+            self.stop()
+            return f"the worker did not start: {last_line(exc)}"
+        self.nodes = [self.node_id]
+        self.infos = [
+            {**info, "node_id": self.node_id, "actor_start_s": time.perf_counter() - started}
+        ]
+        return None
+
+    def describe(self) -> dict:
+        return self.infos[0]
+
+    def measure(self, point: Point, timing: dict) -> dict:
+        """The worker measures the point itself (it runs the timing protocol)."""
+        [result] = self.each(
+            "run_point", point.coordinates(), timing, timeout=self.run.point_timeout_s
+        )
+        return result
+
+
+class CollectiveSession(_Session):
+    """The N actors of a multiworker:NxK group, one per node (STRICT_SPREAD), one strategy."""
+
+    def start(self) -> str | None:
+        why = self._reserve("STRICT_SPREAD")
+        if why:
+            return why
+        p, run = self.placement, self.run
+        self._spawn(RemoteMember, p.group, p.num_gpus, p.threads)
+        try:
+            self.nodes = self.each("node_id", timeout=120)
+            ports = self.each("free_port", timeout=120)
             workers = [
                 f"{self.addresses[n]}:{port}" for n, port in zip(self.nodes, ports, strict=True)
             ]
             timeout = min(run.point_timeout_s, 600)
             self.infos = ray.get(
                 [
-                    m.connect.remote(
+                    member.connect.remote(
                         json.dumps(
                             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
                         ),
                         i,
                         timeout,
                     )
-                    for i, m in enumerate(self.members)
+                    for i, member in enumerate(self.actors)
                 ],
                 timeout=run.start_timeout_s + 120,
             )
@@ -161,19 +193,36 @@ class CollectiveSession:
             return f"the workers did not start: {last_line(exc)}"
         return None
 
-    def capacity(self) -> Capacity:
-        devices = [info.get("devices") or {} for info in self.infos]
-        hosts = [d.get("host_bytes", 0) for d in devices]
-        gpus = [d.get("device_bytes") for d in devices]
-        return Capacity(min(hosts), None if None in gpus else min(gpus))
+    def describe(self) -> dict:
+        return {"members": self.infos, "node_ids": self.nodes}
 
-    def each(self, method: str, *args, timeout: float) -> list:
-        return ray.get([getattr(m, method).remote(*args) for m in self.members], timeout=timeout)
+    def measure(self, point: Point, timing: dict) -> dict:
+        """Every member prepares the point; the driver runs the timing protocol, each block on
+        all members at once, the slowest member's time counting (an all-reduce ends it)."""
+        started = time.perf_counter()
+        deadline = started + self.run.point_timeout_s
 
-    def stop(self) -> None:
-        for member in self.members or []:
-            ray.kill(member, no_restart=True)
-        self.members = None
-        if self.pg is not None:
-            remove_placement_group(self.pg)
-            self.pg = None
+        def block(inner: int) -> float:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise GetTimeoutError("point_timeout_s")
+            return max(self.each("block", inner, timeout=left))
+
+        evidence = self.each(
+            "prepare", point.coordinates(), timing, timeout=self.run.point_timeout_s
+        )
+        bad = next((e for e in evidence if e["status"] != "ok"), None)
+        if bad is None:
+            sampled = sample(block, timing)
+        self.each("release", timeout=60)
+        if bad is not None:
+            return bad
+        return {
+            "status": "ok",
+            **sampled.fields(),
+            "devices": sorted(d for e in evidence for d in e["devices"]),
+            "output_devices": [d for e in evidence for d in e["output_devices"]],
+            "numerics_error": max(e["numerics_error"] for e in evidence),
+            "warmup_s": max(e["warmup_s"] for e in evidence),
+            "point_s": time.perf_counter() - started,
+        }

@@ -239,16 +239,24 @@ class CostModel:
 
 
 def fit_cost_model(rows: list[dict]) -> CostModel | None:
-    """Least squares in relative error, so small and large sizes count alike; None if < 3 rows."""
+    """time = t0 + flops / peak, fitted in relative error (small and large sizes count alike)
+    and robustly: Huber weights, refitted a few times, so one noisy point cannot drag the
+    model. None with fewer than 3 rows."""
     if len(rows) < 3:
         return None
     work = np.array([r["flops"] for r in rows], dtype=float)
     time = np.array([r["median_s"] for r in rows], dtype=float)
     design = np.stack([np.ones_like(work), work], axis=1) / time[:, None]
-    (t0, inverse_peak), *_ = np.linalg.lstsq(design, np.ones_like(time), rcond=None)
-    t0, inverse_peak = max(t0, 0.0), max(inverse_peak, 1e-30)
-    residual = np.abs(t0 + work * inverse_peak - time) / time
-    return CostModel(float(t0), float(1 / inverse_peak / 1e9), float(residual.max()), len(rows))
+    weights = np.ones_like(time)
+    for _ in range(5):
+        (t0, inverse_peak), *_ = np.linalg.lstsq(design * weights[:, None], weights, rcond=None)
+        t0, inverse_peak = max(t0, 0.0), max(inverse_peak, 1e-30)
+        residual = (t0 + work * inverse_peak - time) / time
+        scale = 1.5 * max(float(np.median(np.abs(residual))), 1e-3)
+        weights = np.sqrt(1 / np.maximum(1.0, np.abs(residual) / scale))
+    return CostModel(
+        float(t0), float(1 / inverse_peak / 1e9), float(np.abs(residual).max()), len(rows)
+    )
 
 
 def intensity(row: dict) -> float:

@@ -246,18 +246,7 @@ class Measurer:
             return {"status": "oom", "reason": _first_line(exc.message)}
         finally:
             self.release()
-        return {
-            **evidence,
-            "samples": sampled.samples,
-            "timing": "graph_loop",
-            "inner": sampled.inner,
-            "call_s": sampled.call_s,
-            "loop_scaling": sampled.loop_scaling,
-            "calibration_s": sampled.calibration_s,
-            "timed_s": sampled.timed_s,
-            "warnings": sampled.warnings,
-            "point_s": time.perf_counter() - entered,
-        }
+        return {**evidence, **sampled.fields(), "point_s": time.perf_counter() - entered}
 
     def _placement(self, fn, x, w, iters) -> list[str]:
         """Devices the traced graph pins the matmuls to (soft placement is off, so binding)."""

@@ -30,7 +30,6 @@ from tfscale.plan import Point, fits
 from tfscale.progress import Progress
 from tfscale.results import now, ok_row, terminal_row
 from tfscale.store import RunStore
-from tfscale.timing import sample
 
 
 def connect(address: str | None = None) -> dict:
@@ -171,13 +170,20 @@ class Runner:
         return terminal_row(point, "unavailable", reason, emulated=placement.emulated, attempt=0)
 
     def _run_group(self, placement: Placement, node_id: str, points: list[Point]) -> None:
-        run = self.experiment.run
-        session = GroupSession(placement, node_id, run.start_timeout_s)
+        session = GroupSession(placement, node_id, self._addresses, self.experiment.run)
+        self._run_session(session, points)
+
+    def _run_collective(self, placement: Placement, points: list[Point]) -> None:
+        self._run_session(
+            CollectiveSession(placement, self._addresses, self.experiment.run), points
+        )
+
+    def _run_session(self, session, points: list[Point]) -> None:
         why = session.start()
         if why:
-            self._all_unavailable(placement, points, why)
+            self._all_unavailable(session.placement, points, why)
             return
-        self.outcome.workers[placement.group] = {**session.info, "node_id": session.node}
+        self.outcome.workers[session.placement.group] = session.describe()
         try:
             for point in points:
                 if self.stop_requested():
@@ -187,131 +193,38 @@ class Runner:
         finally:
             session.stop()
 
-    def _run_collective(self, placement: Placement, points: list[Point]) -> None:
-        session = CollectiveSession(placement, self._addresses, self.experiment.run)
-        why = session.start()
-        if why:
-            self._all_unavailable(placement, points, why)
-            return
-        self.outcome.workers[placement.group] = {
-            "members": session.infos,
-            "node_ids": session.nodes,
-        }
-        try:
-            for point in points:
-                if self.stop_requested():
-                    return
-                self.progress.start_point(point)
-                self._write(point, self._measure_collective(session, point))
-        finally:
-            session.stop()
-
-    def _measure_collective(self, session: CollectiveSession, point: Point) -> dict:
-        """Every member prepares the point; the driver runs the timing protocol, each block on
-        all members at once, the slowest member's time counting (the all-reduce ends it)."""
+    def _measure(self, session, point: Point) -> dict:
+        """One point, with the faults a cluster has: a dead worker is recreated and the point
+        retried (then failed), a point past point_timeout_s is a timeout, a bug is a failure."""
         run, placement = self.experiment.run, session.placement
         reason = None
         for attempt in range(1, run.max_attempts + 1):
-            if session.members is None:
+            if not session.running:
                 why = session.start()
                 if why:
                     return self._unavailable(point, placement, why)
             context = {
                 "emulated": placement.emulated,
                 "attempt": attempt,
-                "node": ",".join(self._addresses.get(n, n) for n in session.nodes),
-                "node_id": ",".join(session.nodes),
+                **session.where(),
                 "threads": placement.threads,
             }
+            if session.error:  # the devices could not be set up: say why
+                return terminal_row(point, "failed", session.error, **context)
             too_big = fits(point, session.capacity(), run.memory_fraction)
             if too_big:
                 return terminal_row(point, "skipped", too_big, **context)
             started_at, sent = now(), time.perf_counter()
-            deadline = sent + run.point_timeout_s
-
-            def block(inner: int, deadline: float = deadline) -> float:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    raise GetTimeoutError("point_timeout_s")
-                return max(session.each("block", inner, timeout=left))
-
             try:
-                evidence = session.each(
-                    "prepare", point.coordinates(), self.timing, timeout=run.point_timeout_s
-                )
-                bad = next((e for e in evidence if e["status"] != "ok"), None)
-                if bad:
-                    session.each("release", timeout=60)
-                    return terminal_row(point, bad["status"], bad["reason"], **context)
-                sampled = sample(block, self.timing)
-                session.each("release", timeout=60)
+                result = session.measure(point, self.timing)
             except GetTimeoutError:
                 session.stop()
-                return terminal_row(
-                    point, "timeout", f"ran over point_timeout_s={run.point_timeout_s:g}", **context
-                )
-            except RayTaskError as exc:
-                session.stop()
-                return terminal_row(point, "failed", last_line(exc), **context)
-            except RayActorError as exc:
-                session.stop()  # the others would wait in a collective: recreate them all
-                reason = f"a worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"
-                continue
-            return ok_row(
-                point,
-                sampled.samples,
-                started_at=started_at,
-                finished_at=now(),
-                timing="graph_loop",
-                inner=sampled.inner,
-                call_s=sampled.call_s,
-                loop_scaling=sampled.loop_scaling,
-                calibration_s=sampled.calibration_s,
-                timed_s=sampled.timed_s,
-                warnings=sampled.warnings,
-                devices=sorted(d for e in evidence for d in e["devices"]),
-                output_devices=[d for e in evidence for d in e["output_devices"]],
-                numerics_error=max(e["numerics_error"] for e in evidence),
-                warmup_s=max(e["warmup_s"] for e in evidence),
-                point_s=time.perf_counter() - sent,
-                overhead_s=None,
-                **context,
-            )
-        return terminal_row(point, "failed", reason or "a worker died", **context)
-
-    def _measure(self, session: GroupSession, point: Point) -> dict:
-        run = self.experiment.run
-        placement = session.placement
-        reason = None
-        for attempt in range(1, run.max_attempts + 1):
-            if session.actor is None:
-                why = session.start()
-                if why:
-                    return self._unavailable(point, placement, why)
-            context = {
-                "emulated": placement.emulated,
-                "attempt": attempt,
-                "node": self._addresses.get(session.node, session.node),
-                "node_id": session.node,
-                "threads": placement.threads,
-            }
-            if session.info.get("error"):  # the devices could not be set up: say why
-                return terminal_row(point, "failed", session.info["error"], **context)
-            too_big = fits(point, session.capacity(), run.memory_fraction)
-            if too_big:
-                return terminal_row(point, "skipped", too_big, **context)
-            started_at, sent = now(), time.perf_counter()
-            ref = session.actor.run_point.remote(point.coordinates(), self.timing)
-            try:
-                result = ray.get(ref, timeout=run.point_timeout_s)
-            except GetTimeoutError:
-                session.stop()
-                return terminal_row(
-                    point, "timeout", f"ran over point_timeout_s={run.point_timeout_s:g}", **context
-                )
+                why = f"ran over point_timeout_s={run.point_timeout_s:g}"
+                return terminal_row(point, "timeout", why, **context)
             except RayTaskError as exc:  # a bug, not a fault: say what, do not retry
+                session.stop()
                 return terminal_row(point, "failed", last_line(exc), **context)
-            except RayActorError as exc:
+            except RayActorError as exc:  # in a collective, the others would wait: stop all
                 session.stop()
                 reason = f"worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"
                 continue
@@ -319,7 +232,7 @@ class Runner:
             if status != "ok":
                 return terminal_row(point, status, result.pop("reason"), **context)
             samples = result.pop("samples")
-            # what the sweep spent on this point beyond the worker's own time: Ray, the driver
+            # what the sweep spent on this point beyond the workers' own time: Ray, the driver
             overhead_s = time.perf_counter() - sent - result["point_s"]
             return ok_row(
                 point,

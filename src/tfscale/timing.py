@@ -28,6 +28,19 @@ class Sampled:
     call_s: float  # median of one whole call of one iteration
     warnings: list[str]
 
+    def fields(self) -> dict:
+        """The measured fields of an ok result (statistics are derived later, from samples)."""
+        return {
+            "samples": self.samples,
+            "timing": "graph_loop",
+            "inner": self.inner,
+            "call_s": self.call_s,
+            "loop_scaling": self.loop_scaling,
+            "calibration_s": self.calibration_s,
+            "timed_s": self.timed_s,
+            "warnings": self.warnings,
+        }
+
 
 def calibrate(block: Block, min_block_s: float) -> tuple[int, float]:
     """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange)."""
