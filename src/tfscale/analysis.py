@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfscale.groups import parse_group, workers_of
+from tfscale.plan import varying_dimension
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
@@ -20,8 +21,7 @@ def ok_rows(rows: list[dict]) -> list[dict]:
 
 def x_axis(rows: list[dict]) -> str:
     """The one of m, k, n that varies across the rows, else flops."""
-    varying = [dim for dim in "mkn" if len({row[dim] for row in rows}) > 1]
-    return varying[0] if len(varying) == 1 else "flops"
+    return varying_dimension(rows)
 
 
 def series_key(row: dict) -> tuple:
@@ -58,16 +58,15 @@ class Comparison:
 
 def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
     rows = ok_rows(rows)
+    series = curves(rows)
     axis = x_axis(rows) if rows else "flops"
-    by_a = {
-        _coordinates(r): r
-        for r in rows
-        if r["group"] == a and r["dtype"] == dtype and r["data"] == data
-    }
+    return _compare(series.get((a, dtype, data), []), series.get((b, dtype, data), []), axis)
+
+
+def _compare(series_a: list[dict], series_b: list[dict], axis: str) -> list[Comparison]:
+    by_a = {_coordinates(r): r for r in series_a}
     out = []
-    for row_b in rows:
-        if row_b["group"] != b or row_b["dtype"] != dtype or row_b["data"] != data:
-            continue
+    for row_b in series_b:
         row_a = by_a.get(_coordinates(row_b))
         if row_a is None:
             continue
@@ -154,15 +153,19 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
     if not rows:
         return []
     axis = x_axis(rows)
+    series = curves(rows)
+    models = {key: fit_cost_model(value) for key, value in series.items()}  # once per curve
     emulated = {r["group"] for r in rows if r.get("emulated")}
     modes = sorted({(r["dtype"], r["data"]) for r in rows})
     out = []
     for a, b in pairs(groups, baseline):
         for dtype, data in modes:
-            comparisons = compare(rows, a, b, dtype, data)
+            key_a, key_b = (a, dtype, data), (b, dtype, data)
+            comparisons = _compare(series.get(key_a, []), series.get(key_b, []), axis)
             if not comparisons:
                 continue
             x, certain = payoff(comparisons)
+            first = series[key_b][0]
             out.append(
                 Verdict(
                     a=a,
@@ -176,32 +179,26 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
                     speedup_at_hi=comparisons[-1].speedup,
                     certain=certain,
                     emulated=bool({a, b} & emulated),
-                    predicted_x=predicted_crossover(rows, a, b, dtype, data, axis),
+                    # flops per unit of x, constant along a 1-D sweep
+                    predicted_x=predicted_crossover(
+                        models[key_a], models[key_b], first["flops"] / first[axis]
+                    ),
                 )
             )
     return out
 
 
 def predicted_crossover(
-    rows: list[dict], a: str, b: str, dtype: str, data: str, axis: str
+    model_a: CostModel | None, model_b: CostModel | None, flops_per_x: float
 ) -> float | None:
     """Where B's fitted time drops below A's (x units), if both models fit and they cross."""
-    models, scale = [], None
-    for group in (a, b):
-        series = [
-            r for r in rows if r["group"] == group and r["dtype"] == dtype and r["data"] == data
-        ]
-        model = fit_cost_model(series)
-        if model is None or not model.fits_well:
-            return None
-        models.append(model)
-        scale = series[0]["flops"] / series[0][axis]  # flops per unit of x in a 1-D sweep
-    model_a, model_b = models
+    if model_a is None or model_b is None or not (model_a.fits_well and model_b.fits_well):
+        return None
     slower_per_gflop = 1 / model_a.peak_gflops - 1 / model_b.peak_gflops
     if slower_per_gflop <= 0 or model_b.t0_s <= model_a.t0_s:
         return None  # B never overtakes A, or is ahead everywhere
     crossing_flops = (model_b.t0_s - model_a.t0_s) / slower_per_gflop * 1e9
-    return crossing_flops / scale
+    return crossing_flops / flops_per_x
 
 
 def scaling_efficiency(
@@ -262,11 +259,3 @@ def fit_cost_model(rows: list[dict]) -> CostModel | None:
 def intensity(row: dict) -> float:
     """Arithmetic intensity: FLOP per byte of minimum traffic."""
     return row["flops"] / row["bytes"]
-
-
-def peaks(rows: list[dict]) -> dict[tuple, dict]:
-    """Best measured GFLOP/s and GB/s per curve."""
-    return {
-        key: {"gflops": max(r["gflops"] for r in value), "gbps": max(r["gbps"] for r in value)}
-        for key, value in curves(rows).items()
-    }

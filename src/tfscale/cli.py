@@ -181,7 +181,9 @@ def cmd_run(args) -> int:
         progress.close()
         runner.shutdown()
 
-    write_report(store, experiment)
+    from tfscale import report
+
+    report.write_report(store, experiment)
     if outcome is None or outcome.interrupted:
         print(
             f"tfscale: interrupted; finish with: tfscale run --resume {store.path}", file=sys.stderr
@@ -200,12 +202,6 @@ def _merge_workers(store, environment: dict) -> dict:
     except (OSError, ValueError):
         previous = {}
     return {**environment, "workers": {**previous, **environment.get("workers", {})}}
-
-
-def write_report(store, experiment: config.Experiment) -> None:
-    from tfscale import report
-
-    report.write_report(store, experiment)
 
 
 def cmd_report(args) -> int:

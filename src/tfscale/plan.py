@@ -76,9 +76,14 @@ def _as_list(value: str | list[str]) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def varying_dimension(points: list[Point]) -> str:
-    """The x axis of the curves: the one of m, k, n that varies, else flops."""
-    varying = [dim for dim in "mkn" if len({getattr(p, dim) for p in points}) > 1]
+def varying_dimension(cells: list) -> str:
+    """The x axis of the curves: the one of m, k, n that varies, else flops. `cells` are
+    Points or result rows (dicts)."""
+
+    def values(dim: str) -> set[int]:
+        return {cell[dim] if isinstance(cell, dict) else getattr(cell, dim) for cell in cells}
+
+    varying = [dim for dim in "mkn" if len(values(dim)) > 1]
     return varying[0] if len(varying) == 1 else "flops"
 
 

@@ -36,7 +36,7 @@ def _verdict_rows(verdicts) -> list[tuple]:
 def _group_rows(rows, declared) -> list[tuple]:
     out = []
     for key, series in analysis.curves(rows).items():
-        peak = analysis.peaks(series)[key]
+        peak = {"gflops": max(r["gflops"] for r in series), "gbps": max(r["gbps"] for r in series)}
         model = analysis.fit_cost_model(series)
         if model is None:
             fit = ("-", "-", "-")

@@ -25,24 +25,7 @@ class GroupWorker:
         self.setup_s = time.perf_counter() - started
 
     def describe(self) -> dict:
-        """What this worker really has: devices, threads, memory, versions."""
-        from tfscale.devices import cpu_model, tensorflow_build
-
-        info = {
-            "group": self.group,
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "python": sys.version.split()[0],
-            "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")},
-            "setup_s": self.setup_s,
-            "error": self.error,
-        }
-        if self.devices is not None:
-            info["devices"] = self.devices.describe()
-            info.update(tensorflow_build())
-        return info
+        return describe(self.group, self.setup_s, self.error, self.devices)
 
     def run_point(self, point: dict, timing: dict) -> dict:
         """Measure one point; a failure comes back as a status, never as an exception."""
@@ -88,7 +71,7 @@ class CollectiveMember:
             devices = setup(kind, replicas, False, self.threads, initialise=False)
         except DeviceError as exc:
             self.error = str(exc)
-            return {"group": self.group, "error": self.error}
+            return describe(self.group, time.perf_counter() - started, self.error, None)
         import tensorflow as tf
 
         from tfscale.measure import Measurer
@@ -98,8 +81,7 @@ class CollectiveMember:
         local = tuple(strategy.extended.worker_devices)
         self.devices = dataclasses.replace(devices, kind="multiworker", names=local)
         self._measurer = Measurer(self.devices, strategy, replica_offset=index * len(local))
-        self.setup_s = time.perf_counter() - started
-        return GroupWorker.describe(self)
+        return describe(self.group, time.perf_counter() - started, None, self.devices)
 
     def prepare(self, point: dict, timing: dict) -> dict:
         from tfscale.plan import Point
@@ -116,6 +98,27 @@ class CollectiveMember:
 
     def release(self) -> None:
         self._measurer.release()
+
+
+def describe(group: str, setup_s: float, error: str | None, devices) -> dict:
+    """What a worker really has: devices, threads, memory, versions (environment.json)."""
+    from tfscale.devices import cpu_model, tensorflow_build
+
+    info = {
+        "group": group,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")},
+        "setup_s": setup_s,
+        "error": error,
+    }
+    if devices is not None:
+        info["devices"] = devices.describe()
+        info.update(tensorflow_build())
+    return info
 
 
 def _test_stall(point: dict) -> None:
