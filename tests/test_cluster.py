@@ -180,7 +180,7 @@ def test_ray_job_submit_runs_a_sweep_on_the_cluster(cluster, tmp_path):
 
 MULTIWORKER = """\
 name: multiworker
-workload: {m: [64, 1024], k: 128, n: 128}
+workload: {m: [64, 1024], k: 128, n: 128, data: [device, host]}
 groups: [{group: cpu, threads: 1}, {group: "multiworker:2x0", threads: 1}]
 timing: {warmup: 1, min_repeats: 3, min_time_s: 0.2, max_time_s: 2, min_block_s: 0.005}
 run: {max_attempts: 2, point_timeout_s: 120}
@@ -190,12 +190,22 @@ run: {max_attempts: 2, point_timeout_s: 120}
 def test_multiworker_group_spans_two_nodes_with_one_replica_each(cluster, tmp_path):
     rows = sweep_on(cluster, tmp_path, MULTIWORKER)
     workers = [r for r in rows if r["group"] == "multiworker:2x0"]
-    assert [r["status"] for r in workers] == ["ok", "ok"], workers
+    assert [(r["data"], r["status"]) for r in workers] == [
+        ("device", "ok"),
+        ("device", "ok"),
+        ("host", "ok"),
+        ("host", "ok"),
+    ], workers
     for row in workers:
         assert row["replicas"] == 2 and row["devices"] == ["worker0/CPU:0", "worker1/CPU:0"]
         assert len(set(row["node_id"].split(","))) == 2  # two Ray nodes
         assert row["emulated"] is True  # ... of one machine
         assert row["numerics_error"] < 1e-4 and row["timing"] == "graph_loop"
+    for row in workers:  # data: host gathers every shard of Y on worker 0's host
+        where = (
+            ["worker0/CPU:0"] * 2 if row["data"] == "host" else ["worker0/CPU:0", "worker1/CPU:0"]
+        )
+        assert row["output_devices"] == where, row
     summary = (tmp_path / "run/summary.md").read_text()
     assert "multiworker:2x0 (emulated)" in summary
 
@@ -216,6 +226,8 @@ def test_killed_multiworker_member_does_not_hang_the_others(cluster, tmp_path):
             "run",
             "--set",
             'groups=[{group: "multiworker:2x0", threads: 1}]',
+            "--set",
+            "workload.data=device",
         ],
         cwd=tmp_path,
         env=env,

@@ -222,7 +222,9 @@ class CollectiveSession(_Session):
             **sampled.fields(),
             "devices": sorted(d for e in evidence for d in e["devices"]),
             "output_devices": [d for e in evidence for d in e["output_devices"]],
-            "numerics_error": max(e["numerics_error"] for e in evidence),
+            "numerics_error": max(
+                e["numerics_error"] for e in evidence if e["numerics_error"] is not None
+            ),
             "warmup_s": max(e["warmup_s"] for e in evidence),
             "point_s": time.perf_counter() - started,
         }

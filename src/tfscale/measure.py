@@ -8,7 +8,8 @@ How a block is run, and why:
   nor run iterations concurrently; `timing.sample` checks that time scales with `inner`.
 - A block ends by fetching a few entries of the last result to the host, which waits for every
   device the block used. In a multi-worker group an all-reduce across all replicas ends the
-  block too, so its time covers the slowest worker.
+  block too, so its time covers the slowest worker (with data: host, worker 0 gathers every
+  shard of Y, which does the same: see `scatter`).
 - The first calls (tracing, allocation) are warm-up and never timed; `timing.sample` decides
   everything else (inner, steady state, samples).
 """
@@ -80,28 +81,45 @@ class Measurer:
     mirrored group, no strategy for cpu and gpu.
     """
 
-    def __init__(self, devices: DeviceSet, strategy=None, replica_offset: int = 0):
+    def __init__(
+        self, devices: DeviceSet, strategy=None, replica_offset: int = 0, timeout_s: float = 0
+    ):
         self.devices, self.replica_offset = devices, replica_offset
         self.collective = strategy is not None
         self.strategy = strategy
+        self._scatter = None
+        if self.collective:
+            from tfscale.scatter import HostScatter
+
+            task = replica_offset // len(devices.names)
+            self._scatter = HostScatter(task, devices.names, timeout_s)
         if strategy is None and devices.kind == "mirrored":
             self.strategy = tf.distribute.MirroredStrategy(devices=list(devices.names))
         self._functions: dict[str, Any] = {}
         self._point: dict | None = None
+        self._scattered = False  # the loaded point is data: host in a multi-worker group
 
     # ---- operands --------------------------------------------------------------------------
+
+    def weights(self, point: Point) -> list:
+        """One W per local device (the same values everywhere)."""
+        names = self.devices.names
+        with tf.device(names[0]):
+            w = tf.random.stateless_normal(
+                (point.k, point.n), seed=[2, 0], dtype=tf.as_dtype(point.dtype)
+            )
+        ws = [w]
+        for name in names[1:]:
+            with tf.device(name):
+                ws.append(tf.identity(w))
+        return ws
 
     def operands(self, point: Point) -> tuple[list, list]:
         """This process's X shards (on its devices, or on the host for data: host) and one W
         per device. Seeds follow the global replica id, so every layout makes the same data."""
         dtype = tf.as_dtype(point.dtype)
         names = self.devices.names
-        with tf.device(names[0]):
-            w = tf.random.stateless_normal((point.k, point.n), seed=[2, 0], dtype=dtype)
-        ws = [w]
-        for name in names[1:]:
-            with tf.device(name):
-                ws.append(tf.identity(w))
+        ws = self.weights(point)
         rows = point.shard_rows()
         xs = []
         for i, name in enumerate(names):
@@ -156,9 +174,27 @@ class Measurer:
             return [out]
         return list(self.strategy.experimental_local_results(out))
 
+    def _load(self, point: Point) -> tuple[Any, tuple, list, list]:
+        """The function for the point, its arguments, the X shards held here and the Ws."""
+        self._scattered = self.collective and point.data == "host"
+        if self._scattered:
+            ws = self.weights(point)
+            xs, args = self._scatter.operands(point, ws)
+            return self._scatter.function(point.replicas), args, xs, ws
+        xs, ws = self.operands(point)
+        return self._function(point.data), self._args(xs, ws), xs, ws
+
+    def _outputs(self, out) -> list[str]:
+        """Where Y ends up (with data: host in a multi-worker group: worker 0's host)."""
+        if self._scattered:
+            return [short_device(t.device) for t in out] if self._scatter.task == 0 else []
+        return [short_device(t.device) for t in self._local(out[0] if self.collective else out)]
+
     def _heads(self, out) -> list[np.ndarray]:
         """Fetch each local replica's corner of Y to the host: this waits for its devices (and,
         in a multi-worker group, for the all-reduce, i.e. for every worker)."""
+        if self._scattered:
+            return [t.numpy() for t in out]
         if self.collective:
             heads, total = out
             self._local(total)[0].numpy()
@@ -181,28 +217,28 @@ class Measurer:
 
     def _prepare(self, point: Point, settings: dict) -> dict:
         entered = time.perf_counter()
-        xs, ws = self.operands(point)
-        fn = self._function(point.data)
-        x, w = self._args(xs, ws)
+        fn, args, xs, ws = self._load(point)
         one = tf.constant(1)
         for _ in range(settings["warmup"]):  # tracing and first allocations happen here
-            out = fn(x, w, one)
+            out = fn(*args, one)
             heads = self._heads(out)
-        placed = self._placement(fn, x, w, one)
+        placed = self._placement(fn, args, one)
         expected = sorted(short_device(n) for n in self.devices.names)
         if placed != expected:
             return _failed(f"matmuls were placed on {placed}, expected {expected}")
-        error = numerical_error(xs, ws[0], heads)
-        tolerance = numerical_tolerance(point.dtype, point.k)
-        if error > tolerance:
-            return _failed(f"numerical check failed: error {error:.3g} > tolerance {tolerance:.3g}")
-        self._point = {"fn": fn, "x": x, "w": w}
+        error = None  # a member that holds no X (data: host, worker j > 0): worker 0 checks
+        if xs:
+            error = numerical_error(xs, ws[0], heads)
+            tolerance = numerical_tolerance(point.dtype, point.k)
+            if error > tolerance:
+                return _failed(
+                    f"numerical check failed: error {error:.3g} > tolerance {tolerance:.3g}"
+                )
+        self._point = {"fn": fn, "args": args}
         return {
             "status": "ok",
             "devices": placed,
-            "output_devices": [
-                short_device(t.device) for t in self._local(out[0] if self.collective else out)
-            ],
+            "output_devices": self._outputs(out),
             "numerics_error": error,
             "warmup_s": time.perf_counter() - entered,
         }
@@ -216,7 +252,7 @@ class Measurer:
         if self.collective:
             self._line_up()
         start = time.perf_counter()
-        self._heads(loaded["fn"](loaded["x"], loaded["w"], iters))
+        self._heads(loaded["fn"](*loaded["args"], iters))
         return time.perf_counter() - start
 
     def release(self) -> None:
@@ -248,9 +284,9 @@ class Measurer:
             self.release()
         return {**evidence, **sampled.fields(), "point_s": time.perf_counter() - entered}
 
-    def _placement(self, fn, x, w, iters) -> list[str]:
+    def _placement(self, fn, args: tuple, iters) -> list[str]:
         """Devices the traced graph pins the matmuls to (soft placement is off, so binding)."""
-        graph = fn.get_concrete_function(x, w, iters).graph
+        graph = fn.get_concrete_function(*args, iters).graph
         return sorted(
             short_device(op.device) for op in graph.get_operations() if op.type == "MatMul"
         )

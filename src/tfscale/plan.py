@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from tfscale.config import TIED, Experiment, expand_sizes
-from tfscale.groups import parse_group
+from tfscale.groups import parse_group, workers_of
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
@@ -44,6 +44,17 @@ class Point:
     def bytes(self) -> int:
         """The minimum traffic: read X and W once, write Y once."""
         return DTYPE_BYTES[self.dtype] * (self.m * self.k + self.k * self.n + self.m * self.n)
+
+    @property
+    def network_bytes(self) -> int:
+        """Bytes that cross the network per iteration: with data: host in a multi-worker group,
+        the X shards worker 0 sends and the Y shards it gets back (see scatter.py); else 0."""
+        kind, replicas = parse_group(self.group)
+        if kind != "multiworker" or self.data != "host":
+            return 0
+        local = replicas // workers_of(self.group)[0]
+        remote_rows = self.m - sum(self.shard_rows()[:local])
+        return DTYPE_BYTES[self.dtype] * remote_rows * (self.k + self.n)
 
     def shard_rows(self) -> list[int]:
         """Rows of X per replica: split along m, the first replicas take the remainder."""

@@ -50,6 +50,7 @@ def base_row(point: Point, **fields) -> dict:
         "replicas": point.replicas,
         "flops": point.flops,
         "bytes": point.bytes,
+        "network_bytes": point.network_bytes,
         **fields,
     }
 

@@ -80,7 +80,7 @@ class CollectiveMember:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         local = tuple(strategy.extended.worker_devices)
         self.devices = dataclasses.replace(devices, kind="multiworker", names=local)
-        self._measurer = Measurer(self.devices, strategy, replica_offset=index * len(local))
+        self._measurer = Measurer(self.devices, strategy, index * len(local), timeout_s)
         return describe(self.group, time.perf_counter() - started, None, self.devices)
 
     def prepare(self, point: dict, timing: dict) -> dict:
@@ -89,8 +89,6 @@ class CollectiveMember:
         _test_stall(point)
         if self.error:
             return {"status": "failed", "reason": self.error}
-        if point["data"] != "device":
-            return {"status": "failed", "reason": "multiworker groups measure data: device only"}
         return self._measurer.prepare(Point(**point), timing)
 
     def block(self, inner: int) -> float:
