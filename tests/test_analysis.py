@@ -10,11 +10,11 @@ from tfscale.results import ok_row
 
 
 def rows_for(
-    group: str, times: dict[int, float], spread: float = 0.01, emulated=False
+    group: str, times: dict[int, float], spread: float = 0.01, emulated=False, data="device"
 ) -> list[dict]:
     out = []
     for m, t in times.items():
-        point = Point(group, m, 64, 64, "float32", "device")
+        point = Point(group, m, 64, 64, "float32", data)
         samples = [t * (1 - spread), t, t * (1 + spread)]
         out.append(ok_row(point, samples, emulated=emulated))
     return out
@@ -134,3 +134,57 @@ def test_cost_model_is_not_dragged_by_one_noisy_point():
     assert model.t0_s == pytest.approx(t0, rel=0.05)
     assert model.peak_gflops == pytest.approx(peak, rel=0.05)
     assert model.max_rel_residual == pytest.approx(2 / 3, rel=0.01)  # reported, not hidden
+
+
+MW = "multiworker:2x0"
+
+
+def network_rows(t0: float, peak: float, bandwidth: float, data: str) -> list[dict]:
+    """multiworker:2x0 rows timed as t0 + flops / peak + network bytes / bandwidth."""
+    out = []
+    for m in SIZES:
+        point = Point(MW, m, 64, 64, "float32", data)
+        t = t0 + point.flops / peak + point.network_bytes / bandwidth
+        out += rows_for(MW, {m: t}, spread=0, data=data)
+    return out
+
+
+def test_network_bytes_count_the_shards_that_leave_worker_0():
+    assert Point(MW, 5, 64, 32, "float32", "host").network_bytes == 4 * 2 * (64 + 32)  # [3, 2]
+    assert Point("multiworker:2x4", 8, 64, 32, "float32", "host").network_bytes == 4 * 4 * 96
+    assert Point(MW, 5, 64, 32, "float32", "device").network_bytes == 0
+    assert Point("mirrored:2", 5, 64, 32, "float32", "host").network_bytes == 0
+
+
+def test_network_term_is_fitted_against_the_same_groups_device_curve():
+    device = network_rows(20e-6, 400e9, 1e9, "device")  # no network bytes in device mode
+    host = network_rows(500e-6, 400e9, 1e9, "host")
+    models = analysis.cost_models(analysis.curves(device + host))
+    assert models[(MW, "float32", "device")].network_gbps is None
+    model = models[(MW, "float32", "host")]
+    assert model.network_gbps == pytest.approx(1.0, rel=1e-3)
+    assert model.t0_s == pytest.approx(500e-6, rel=1e-3)
+    assert model.peak_gflops == pytest.approx(400, rel=1e-6)
+
+
+def test_network_term_is_not_invented_where_bytes_grow_with_flops():
+    """Along an m sweep network bytes are proportional to flops: without the device curve the
+    two terms cannot be told apart, so the model has none (compute absorbs it)."""
+    model = analysis.cost_models(analysis.curves(network_rows(500e-6, 400e9, 1e9, "host")))[
+        (MW, "float32", "host")
+    ]
+    assert model.network_gbps is None and model.fits_well
+
+
+def test_a_network_bound_group_says_what_the_network_costs():
+    cpu = rows_for("cpu", {m: 2 * m * 64 * 64 / 200e9 for m in SIZES}, spread=0, data="host")
+    rows = (
+        cpu + network_rows(20e-6, 400e9, 1e9, "device") + network_rows(500e-6, 400e9, 1e9, "host")
+    )
+    rows += rows_for("cpu", {m: 2 * m * 64 * 64 / 200e9 for m in SIZES}, spread=0)
+    by_mode = {v.data: v for v in analysis.verdicts(rows, ["cpu", MW], "cpu")}
+    assert by_mode["host"].payoff_x is None and by_mode["host"].network_gbps == pytest.approx(1)
+    assert "network (fitted 1 GB/s) costs more than multiworker:2x0's compute saves" in (
+        by_mode["host"].sentence()
+    )
+    assert by_mode["device"].network_gbps is None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfscale.groups import parse_group, workers_of
-from tfscale.plan import varying_dimension
+from tfscale.plan import Point, varying_dimension
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
@@ -91,6 +91,7 @@ class Verdict:
     certain: bool
     emulated: bool
     predicted_x: float | None = None  # where the two cost models cross, if they fit well
+    network_gbps: float | None = None  # set where B's network term alone keeps it behind A
 
     def sentence(self) -> str:
         tag = " (emulated)" if self.emulated else ""
@@ -105,7 +106,15 @@ class Verdict:
                 f"{self.b}{tag} beats {self.a} from {self.axis} = {self.payoff_x:,.0f} on; "
                 f"{self.speedup_at_hi:.2f}x at {self.hi:,.0f}{sure}"
             )
-        return text + self.prediction()
+        return text + self.prediction() + self.network()
+
+    def network(self) -> str:
+        if self.network_gbps is None:
+            return ""
+        return (
+            f"; moving the data over the network (fitted {self.network_gbps:.3g} GB/s) costs "
+            f"more than {self.b}'s compute saves: no size pays off"
+        )
 
     def prediction(self) -> str:
         if self.predicted_x is None:
@@ -154,7 +163,7 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
         return []
     axis = x_axis(rows)
     series = curves(rows)
-    models = {key: fit_cost_model(value) for key, value in series.items()}  # once per curve
+    models = cost_models(series)
     emulated = {r["group"] for r in rows if r.get("emulated")}
     modes = sorted({(r["dtype"], r["data"]) for r in rows})
     out = []
@@ -166,6 +175,7 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
                 continue
             x, certain = payoff(comparisons)
             first = series[key_b][0]
+            network_a, network_b = network_per_flop(series[key_a]), network_per_flop(series[key_b])
             out.append(
                 Verdict(
                     a=a,
@@ -181,24 +191,65 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
                     emulated=bool({a, b} & emulated),
                     # flops per unit of x, constant along a 1-D sweep
                     predicted_x=predicted_crossover(
-                        models[key_a], models[key_b], first["flops"] / first[axis]
+                        models[key_a],
+                        models[key_b],
+                        first["flops"] / first[axis],
+                        network_a,
+                        network_b,
                     ),
+                    network_gbps=network_bound(models[key_a], models[key_b], network_a, network_b),
                 )
             )
     return out
 
 
-def predicted_crossover(
-    model_a: CostModel | None, model_b: CostModel | None, flops_per_x: float
+def network_bound(
+    model_a: CostModel | None,
+    model_b: CostModel | None,
+    network_a: float | None,
+    network_b: float | None,
 ) -> float | None:
-    """Where B's fitted time drops below A's (x units), if both models fit and they cross."""
+    """B's fitted network bandwidth where B computes faster per flop than A but its network
+    term makes it slower at every size (the answer to "what does the network cost"); else None."""
     if model_a is None or model_b is None or not (model_a.fits_well and model_b.fits_well):
         return None
-    slower_per_gflop = 1 / model_a.peak_gflops - 1 / model_b.peak_gflops
-    if slower_per_gflop <= 0 or model_b.t0_s <= model_a.t0_s:
+    if network_a is None or not network_b or model_b.network_gbps is None:
+        return None
+    a = model_a.seconds_per_flop(network_a)
+    if model_b.seconds_per_flop(0.0) < a <= model_b.seconds_per_flop(network_b):
+        return model_b.network_gbps
+    return None
+
+
+def predicted_crossover(
+    model_a: CostModel | None,
+    model_b: CostModel | None,
+    flops_per_x: float,
+    network_a: float | None = 0.0,
+    network_b: float | None = 0.0,
+) -> float | None:
+    """Where B's fitted time drops below A's (x units), if both models fit and they cross.
+    `network_*`: network bytes per flop along each curve (None: not constant, no prediction)."""
+    if model_a is None or model_b is None or not (model_a.fits_well and model_b.fits_well):
+        return None
+    if network_a is None or network_b is None:
+        return None
+    slower_per_flop = model_a.seconds_per_flop(network_a) - model_b.seconds_per_flop(network_b)
+    if slower_per_flop <= 0 or model_b.t0_s <= model_a.t0_s:
         return None  # B never overtakes A, or is ahead everywhere
-    crossing_flops = (model_b.t0_s - model_a.t0_s) / slower_per_gflop * 1e9
+    crossing_flops = (model_b.t0_s - model_a.t0_s) / slower_per_flop
     return crossing_flops / flops_per_x
+
+
+def network_per_flop(series: list[dict]) -> float | None:
+    """Network bytes per flop along a curve: 0 without traffic, None where the ratio changes
+    along the sweep (the time is then not linear in flops). Judged on the larger half, where
+    every worker holds rows."""
+    upper = series[len(series) // 2 :]
+    ratios = [_network_bytes(r) / r["flops"] for r in upper]
+    if not ratios or max(ratios) == 0:
+        return 0.0
+    return ratios[-1] if min(ratios) * 1.25 >= max(ratios) else None
 
 
 def scaling_efficiency(
@@ -218,12 +269,18 @@ def scaling_efficiency(
 
 @dataclass(frozen=True)
 class CostModel:
-    """time ~= t0 + flops / peak, fitted to the medians of one curve."""
+    """time ~= t0 + flops / peak [+ network_bytes / bandwidth], fitted to one curve's medians.
+
+    The network term exists only where the data supports one: a curve that moves bytes
+    between workers (data: host in a multi-worker group) and either the same group's
+    data: device curve to take the compute part from, or a sweep along which bytes and flops
+    do not grow together (else the two terms cannot be told apart)."""
 
     t0_s: float
     peak_gflops: float
     max_rel_residual: float
     points: int
+    network_gbps: float | None = None  # effective GB/s of the network term, where fitted
 
     POOR_FIT = 0.25  # a residual over 25% of the measured time: say so, predict nothing
 
@@ -231,29 +288,80 @@ class CostModel:
     def fits_well(self) -> bool:
         return self.max_rel_residual <= self.POOR_FIT
 
-    def predict(self, flops: float) -> float:
-        return self.t0_s + flops / (self.peak_gflops * 1e9)
+    def seconds_per_flop(self, network_per_flop: float = 0.0) -> float:
+        network = network_per_flop / (self.network_gbps * 1e9) if self.network_gbps else 0.0
+        return 1 / (self.peak_gflops * 1e9) + network
+
+    def predict(self, flops: float, network_bytes: float = 0.0) -> float:
+        network = network_bytes / (self.network_gbps * 1e9) if self.network_gbps else 0.0
+        return self.t0_s + flops / (self.peak_gflops * 1e9) + network
 
 
-def fit_cost_model(rows: list[dict]) -> CostModel | None:
-    """time = t0 + flops / peak, fitted in relative error (small and large sizes count alike)
-    and robustly: Huber weights, refitted a few times, so one noisy point cannot drag the
-    model. None with fewer than 3 rows."""
+def cost_models(series: dict[tuple, list[dict]]) -> dict[tuple, CostModel | None]:
+    """One model per curve (as from `curves`); data: device curves first, so a data: host
+    curve of the same group can take its compute part from them."""
+    models: dict[tuple, CostModel | None] = {}
+    for key in sorted(series, key=lambda key: key[2] != "device"):
+        group, dtype, data = key
+        models[key] = fit_cost_model(series[key], models.get((group, dtype, "device")))
+    return models
+
+
+def fit_cost_model(rows: list[dict], compute: CostModel | None = None) -> CostModel | None:
+    """Fit the cost model to one curve; `compute`: the same group's data: device model.
+
+    Fitted in relative error (small and large sizes count alike) and robustly: Huber weights,
+    refitted a few times, so one noisy point cannot drag the model. None with fewer than 3
+    rows."""
     if len(rows) < 3:
         return None
     work = np.array([r["flops"] for r in rows], dtype=float)
+    network = np.array([_network_bytes(r) for r in rows], dtype=float)
     time = np.array([r["median_s"] for r in rows], dtype=float)
-    design = np.stack([np.ones_like(work), work], axis=1) / time[:, None]
+    ones = np.ones_like(work)
+    if network.any() and compute is not None and compute.fits_well:
+        known = work / (compute.peak_gflops * 1e9)  # the compute part, measured without traffic
+        (t0, inverse_bw), residual = _robust_fit([ones, network], known, time)
+        return _model(t0, compute.peak_gflops * 1e9, inverse_bw, residual)
+    ratio = network[network > 0] / work[network > 0]
+    if ratio.size >= 3 and ratio.max() >= 4 * ratio.min():
+        (t0, inverse_peak, inverse_bw), residual = _robust_fit([ones, work, network], 0, time)
+        return _model(t0, 1 / max(inverse_peak, 1e-30), inverse_bw, residual)
+    (t0, inverse_peak), residual = _robust_fit([ones, work], 0, time)
+    return _model(t0, 1 / max(inverse_peak, 1e-30), 0.0, residual)
+
+
+def _model(t0: float, flops_per_s: float, inverse_bw: float, residual: np.ndarray) -> CostModel:
+    bandwidth = 1 / inverse_bw / 1e9 if inverse_bw > 0 else None
+    return CostModel(
+        float(t0),
+        float(flops_per_s / 1e9),
+        float(np.abs(residual).max()),
+        residual.size,
+        bandwidth,
+    )
+
+
+def _robust_fit(columns: list, known, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """time ~= known + sum(c_i * column_i) with every c_i >= 0, in relative error, Huber
+    reweighted. Returns the coefficients and the relative residuals."""
+    design = np.stack(columns, axis=1) / time[:, None]
+    target = (time - known) / time
     weights = np.ones_like(time)
     for _ in range(5):
-        (t0, inverse_peak), *_ = np.linalg.lstsq(design * weights[:, None], weights, rcond=None)
-        t0, inverse_peak = max(t0, 0.0), max(inverse_peak, 1e-30)
-        residual = (t0 + work * inverse_peak - time) / time
+        coefficients, *_ = np.linalg.lstsq(design * weights[:, None], target * weights, rcond=None)
+        coefficients = np.maximum(coefficients, 0.0)
+        residual = (known + np.stack(columns, axis=1) @ coefficients - time) / time
         scale = 1.5 * max(float(np.median(np.abs(residual))), 1e-3)
         weights = np.sqrt(1 / np.maximum(1.0, np.abs(residual) / scale))
-    return CostModel(
-        float(t0), float(1 / inverse_peak / 1e9), float(np.abs(residual).max()), len(rows)
-    )
+    return coefficients, residual
+
+
+def _network_bytes(row: dict) -> int:
+    """From the coordinates, so rows written before the field existed count too."""
+    return Point(
+        row["group"], row["m"], row["k"], row["n"], row["dtype"], row["data"]
+    ).network_bytes
 
 
 def intensity(row: dict) -> float:

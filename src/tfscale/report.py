@@ -35,16 +35,19 @@ def _verdict_rows(verdicts) -> list[tuple]:
 
 def _group_rows(rows, declared) -> list[tuple]:
     out = []
-    for key, series in analysis.curves(rows).items():
+    series_by_key = analysis.curves(rows)
+    models = analysis.cost_models(series_by_key)
+    for key, series in series_by_key.items():
         peak = {"gflops": max(r["gflops"] for r in series), "gbps": max(r["gbps"] for r in series)}
-        model = analysis.fit_cost_model(series)
+        model = models[key]
         if model is None:
-            fit = ("-", "-", "-")
+            fit = ("-", "-", "-", "-")
         else:
             poor = "" if model.fits_well else " (poor fit)"
             fit = (
                 f"{model.t0_s * 1e6:,.1f}",
                 f"{model.peak_gflops:,.1f}",
+                f"{model.network_gbps:,.3g}" if model.network_gbps else "-",
                 f"{model.max_rel_residual:.0%}{poor}",
             )
         share = declared.get(key[0], {})
@@ -80,6 +83,7 @@ GROUP_HEADER = (
     "peak GB/s",
     "fit: t0 (us)",
     "fit: peak GFLOP/s",
+    "fit: network GB/s",
     "fit: max residual",
     "of declared peak",
 )
