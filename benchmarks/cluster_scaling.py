@@ -13,13 +13,12 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-RAY = str(Path(sys.executable).with_name("ray"))
+from _cluster import local_cluster, tfscale_run
+
 CONFIG = """\
 name: cluster-scaling
 workload: {{m: {m}, k: 256, n: 256}}
@@ -30,52 +29,8 @@ timing: {{min_time_s: 0.3}}
 
 
 def sweep(nodes: int, config: Path, out: Path, env: dict) -> float:
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, check=False)
-    port = 6400
-    subprocess.run(
-        [
-            RAY,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=1",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    for _ in range(nodes - 1):
-        subprocess.run(
-            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    started = time.perf_counter()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfscale.cli",
-            "run",
-            str(config),
-            "--out",
-            str(out),
-            "--address",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, check=False)
-    if result.returncode != 0:
-        sys.exit(result.stderr[-3000:])
-    return wall
+    with local_cluster(nodes, env) as address:
+        return tfscale_run(config, out, address, env)
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("name", ["fidelity", "scale", "sweep", "cluster_scaling"])
+@pytest.mark.parametrize("name", ["fidelity", "scale", "sweep", "cluster_scaling", "multiworker"])
 def test_benchmark_runs_and_prints_its_figures(name):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
