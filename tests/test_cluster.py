@@ -251,3 +251,25 @@ def test_killed_multiworker_member_does_not_hang_the_others(cluster, tmp_path):
     assert len(rows) == 2 and len({r["point_id"] for r in rows}) == 2
     first = next(r for r in rows if r["m"] == 64)
     assert first["attempt"] == 2 and first["status"] == "ok"  # all members recreated, retried
+
+
+def test_a_member_giving_up_does_not_leave_the_others_in_a_collective(cluster, tmp_path):
+    """Worker 1 fails the first point at once while worker 0 is sending it X (data: host):
+    the driver stops both instead of waiting out the collective timeout, and the next point
+    runs on fresh members (an aborted collective would poison the old strategy)."""
+    (tmp_path / "c.yaml").write_text(MULTIWORKER)
+    result = subprocess.run(
+        [sys.executable, "-m", "tfscale.cli", "run", "c.yaml", "--address", cluster["address"]]
+        + ["--out", "run", "--set", 'groups=[{group: "multiworker:2x0", threads: 1}]']
+        + ["--set", "workload.data=host"],
+        cwd=tmp_path,
+        env={**cluster["env"], "TFSCALE_TEST_FAIL": "64:1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["m"]: r for r in read_rows(tmp_path / "run")}
+    assert rows[64]["status"] == "failed" and "injected failure of worker 1" in rows[64]["reason"]
+    assert rows[1024]["status"] == "ok" and rows[1024]["numerics_error"] < 1e-4

@@ -196,6 +196,24 @@ class CollectiveSession(_Session):
     def describe(self) -> dict:
         return {"members": self.infos, "node_ids": self.nodes}
 
+    def _prepare(self, point: Point, timing: dict, deadline: float) -> list[dict] | dict:
+        """Every member's evidence, or the first member's terminal status. Then the members
+        are stopped (recreated for the next point): the others may be waiting in a collective
+        for the one that gave up, and a collective that times out poisons the strategy."""
+        pending = [a.prepare.remote(point.coordinates(), timing) for a in self.actors]
+        order = list(pending)
+        done: dict = {}
+        while pending:
+            ready, pending = ray.wait(pending, timeout=max(deadline - time.perf_counter(), 0))
+            if not ready:
+                raise GetTimeoutError("point_timeout_s")
+            for ref in ready:
+                done[ref] = ray.get(ref)
+                if done[ref]["status"] != "ok":
+                    self.stop()
+                    return done[ref]
+        return [done[ref] for ref in order]
+
     def measure(self, point: Point, timing: dict) -> dict:
         """Every member prepares the point; the driver runs the timing protocol, each block on
         all members at once, the slowest member's time counting (an all-reduce ends it)."""
@@ -208,15 +226,11 @@ class CollectiveSession(_Session):
                 raise GetTimeoutError("point_timeout_s")
             return max(self.each("block", inner, timeout=left))
 
-        evidence = self.each(
-            "prepare", point.coordinates(), timing, timeout=self.run.point_timeout_s
-        )
-        bad = next((e for e in evidence if e["status"] != "ok"), None)
-        if bad is None:
-            sampled = sample(block, timing)
+        evidence = self._prepare(point, timing, deadline)
+        if isinstance(evidence, dict):
+            return evidence
+        sampled = sample(block, timing)
         self.each("release", timeout=60)
-        if bad is not None:
-            return bad
         return {
             "status": "ok",
             **sampled.fields(),

@@ -49,7 +49,7 @@ class CollectiveMember:
 
     def __init__(self, group: str, gpus_per_worker: int, threads: int):
         self.group, self.gpus, self.threads = group, gpus_per_worker, threads
-        self.error, self.devices, self._measurer = None, None, None
+        self.error, self.devices, self._measurer, self.index = None, None, None, 0
 
     def free_port(self) -> int:
         import socket
@@ -65,6 +65,7 @@ class CollectiveMember:
         from tfscale.devices import DeviceError, setup
 
         started = time.perf_counter()
+        self.index = index
         os.environ["TF_CONFIG"] = tf_config
         try:
             kind, replicas = ("cpu", 1) if self.gpus == 0 else ("mirrored", self.gpus)
@@ -89,6 +90,8 @@ class CollectiveMember:
         _test_stall(point)
         if self.error:
             return {"status": "failed", "reason": self.error}
+        if os.environ.get("TFSCALE_TEST_FAIL") == f"{point['m']}:{self.index}":
+            return {"status": "failed", "reason": f"injected failure of worker {self.index}"}
         return self._measurer.prepare(Point(**point), timing)
 
     def block(self, inner: int) -> float:
