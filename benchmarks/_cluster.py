@@ -4,6 +4,8 @@ this machine, each with its own CPUs, and `tfscale run --address` against it."""
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -12,6 +14,13 @@ from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
 PORT = 6400
+
+
+def token_env() -> dict:
+    """This process's environment with a fresh Ray auth token and no inherited RAY_ADDRESS."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    return env
 
 
 @contextlib.contextmanager

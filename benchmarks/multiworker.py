@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import sys
 import tempfile
 from pathlib import Path
 
-from _cluster import local_cluster, tfscale_run
+from _cluster import local_cluster, tfscale_run, token_env
 
 from tfscale import analysis
 
@@ -40,8 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env.pop("RAY_ADDRESS", None)
+    env = token_env()
     sizes = [64, 1024, 16384] if args.quick else [64, 256, 1024, 4096, 16384, 65536]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "c.yaml"

@@ -90,8 +90,10 @@ def span(rows: list[dict]) -> tuple[datetime, datetime]:
     )
 
 
-def sweep_on(cluster: dict, tmp_path: Path, config: str, *extra: str) -> list[dict]:
-    """`tfscale run` against the cluster; the rows of the run."""
+def sweep_on(
+    cluster: dict, tmp_path: Path, config: str, *extra: str, env: dict | None = None
+) -> list[dict]:
+    """`tfscale run` against the cluster (`env`: more variables); the rows of the run."""
     (tmp_path / "c.yaml").write_text(config)
     result = tfscale(
         "run",
@@ -101,7 +103,7 @@ def sweep_on(cluster: dict, tmp_path: Path, config: str, *extra: str) -> list[di
         "--out",
         "run",
         *extra,
-        env=cluster["env"],
+        env={**cluster["env"], **(env or {})},
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -257,19 +259,16 @@ def test_a_member_giving_up_does_not_leave_the_others_in_a_collective(cluster, t
     """Worker 1 fails the first point at once while worker 0 is sending it X (data: host):
     the driver stops both instead of waiting out the collective timeout, and the next point
     runs on fresh members (an aborted collective would poison the old strategy)."""
-    (tmp_path / "c.yaml").write_text(MULTIWORKER)
-    result = subprocess.run(
-        [sys.executable, "-m", "tfscale.cli", "run", "c.yaml", "--address", cluster["address"]]
-        + ["--out", "run", "--set", 'groups=[{group: "multiworker:2x0", threads: 1}]']
-        + ["--set", "workload.data=host"],
-        cwd=tmp_path,
-        env={**cluster["env"], "TFSCALE_TEST_FAIL": "64:1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    rows = sweep_on(
+        cluster,
+        tmp_path,
+        MULTIWORKER,
+        "--set",
+        'groups=[{group: "multiworker:2x0", threads: 1}]',
+        "--set",
+        "workload.data=host",
+        env={"TFSCALE_TEST_FAIL": "64:1"},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {r["m"]: r for r in read_rows(tmp_path / "run")}
+    rows = {r["m"]: r for r in rows}
     assert rows[64]["status"] == "failed" and "injected failure of worker 1" in rows[64]["reason"]
     assert rows[1024]["status"] == "ok" and rows[1024]["numerics_error"] < 1e-4
