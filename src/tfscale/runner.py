@@ -42,8 +42,15 @@ def connect(address: str | None = None) -> dict:
             if address:
                 ray.init(address=address, **common)
             else:
-                # the dashboard listens on loopback only; rows carry no large objects
-                ray.init(dashboard_host="127.0.0.1", object_store_memory=256 * 2**20, **common)
+                # "local": always a new private instance, never a cluster found through
+                # ray_current_cluster (a stale file or someone else's `ray start`); the
+                # dashboard listens on loopback only; rows carry no large objects
+                ray.init(
+                    address="local",
+                    dashboard_host="127.0.0.1",
+                    object_store_memory=256 * 2**20,
+                    **common,
+                )
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
