@@ -48,9 +48,12 @@ def base_row(point: Point, **fields) -> dict:
         "point_id": point.point_id,
         **point.coordinates(),
         "replicas": point.replicas,
+        "global_m": point.global_m,
         "flops": point.flops,
         "bytes": point.bytes,
+        "grad_bytes": point.grad_bytes,
         "network_bytes": point.network_bytes,
+        "precision": point.precision,
         **fields,
     }
 
@@ -80,5 +83,28 @@ def ok_row(point: Point, samples: list[float], **fields) -> dict:
         gflops=point.flops / stats.median / 1e9,
         gbps=point.bytes / stats.median / 1e9,
         warnings=warnings,
+        **bandwidths(point, stats.median),
         **fields,
     )
+
+
+def bandwidths(point: Point, seconds: float) -> dict:
+    """nccl-tests' figures for an all-reduce: algbw = bytes / time, and busbw = algbw *
+    2(r-1)/r, the rate each link must carry in a ring, comparable across replica counts."""
+    if point.op != "allreduce":
+        return {}
+    algbw = point.bytes / seconds / 1e9
+    r = point.replicas
+    return {"algbw_gbps": algbw, "busbw_gbps": algbw * 2 * (r - 1) / r}
+
+
+def breakdown_fields(variant: str, samples: list[float]) -> dict:
+    """A breakdown variant of a point, timed like the point: `compute_s` (a training step
+    without its all-reduce), `allreduce_s` (the all-reduce of dW alone), their IQRs and
+    samples."""
+    stats = summarize(samples)
+    return {
+        f"{variant}_s": stats.median,
+        f"{variant}_iqr_s": stats.iqr,
+        f"{variant}_samples_s": samples,
+    }

@@ -9,6 +9,7 @@ share a node at the same time. Each row is stored before the next point is asked
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -116,6 +117,7 @@ class Runner:
             placement = place(
                 entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads
             )
+            placement = dataclasses.replace(placement, all_reduce=entry.all_reduce)
             if placement.unavailable:
                 self._all_unavailable(placement, by_group[entry.group], placement.unavailable)
             elif by_group[entry.group]:

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_INNER = 1 << 24
+LOOP_BOUND = 1.85  # t(2 inner) / t(inner) at or above this: the loop fills the block
+DOUBLINGS = 10  # at most this many extra doublings of inner to get there
+LONG_BLOCK_S = 1.0  # a block this long is long enough, whatever the ratio says (noise)
 
 Block = Callable[[int], float]
 
@@ -43,15 +46,27 @@ class Sampled:
 
 
 def calibrate(block: Block, min_block_s: float) -> tuple[int, float]:
-    """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange)."""
+    """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange), then until
+    the loop, not the call around it, fills the block: doubling `inner` must nearly double
+    the time. A call can cost milliseconds (a multi-worker function's dispatch, a strategy's
+    merge calls); a block of one iteration would then time the call, not the op."""
     inner, spent = 1, 0.0
     while True:
         took = block(inner)
         spent += took
         if took >= min_block_s or inner >= MAX_INNER:
-            return inner, spent
+            break
         grow = min_block_s * 1.2 / max(took, 1e-7)
         inner = min(MAX_INNER, max(2 * inner, math.ceil(inner * min(grow, 100.0))))
+    for _ in range(DOUBLINGS):
+        if inner > MAX_INNER // 2 or took >= LONG_BLOCK_S:
+            break
+        double = block(2 * inner)
+        spent += double
+        if double >= LOOP_BOUND * took:  # the call costs under ~10% of the block
+            break
+        inner, took = 2 * inner, double
+    return inner, spent
 
 
 def settle(block: Block, inner: int, budget_s: float) -> float:
