@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfscale.groups import parse_group, workers_of
-from tfscale.plan import Point, varying_dimension
+from tfscale.plan import varying_dimension
+from tfscale.results import point_of
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
@@ -359,9 +360,7 @@ def _robust_fit(columns: list, known, time: np.ndarray) -> tuple[np.ndarray, np.
 
 def _network_bytes(row: dict) -> int:
     """From the coordinates, so rows written before the field existed count too."""
-    return Point(
-        row["group"], row["m"], row["k"], row["n"], row["dtype"], row["data"]
-    ).network_bytes
+    return point_of(row).network_bytes
 
 
 def intensity(row: dict) -> float:
