@@ -11,9 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import MINIMAL
-from tfscale import config
+from tfscale import analysis, compare, config, report
 from tfscale.cli import main
 from tfscale.results import RowError, normalize, point_of
 from tfscale.store import RunStore
@@ -208,7 +210,11 @@ def test_a_row_missing_median_is_a_located_error_and_nothing_is_written(tmp_path
         ({"group": "tpu"}, "group", "unknown group"),
         ({"dtype": "int8"}, "dtype", "expected one of"),
         ({"status": "fine"}, "status", "expected one of"),
-        ({"q1_s": "low"}, "q1_s", "expected a number"),
+        ({"q1_s": "low"}, "q1_s", "expected positive seconds"),
+        ({"q3_s": 0}, "q3_s", "expected positive seconds"),  # speedup ranges divide by it
+        ({"gflops": float("nan")}, "gflops", "expected a number >= 0"),
+        ({"inner": 0}, "inner", "expected >= 1"),
+        ({"dtype": ["float32"]}, "dtype", "expected one of"),
         ({"emulated": "no"}, "emulated", "expected true or false"),
     ],
 )
@@ -268,3 +274,47 @@ def test_a_failed_row_needs_a_reason_that_says_why():
     row = {**contract_row("cpu", 1, [1.0]), "status": "oom", "reason": None}
     with pytest.raises(RowError, match="reason: expected text saying why"):
         normalize(row)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.sampled_from([0, -1, 0.0, -0.5, 1e-300, 1e300, 2**63])
+    | st.integers(-3, 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["cpu", "gpu", "mirrored:2", "float32", "host", "ok", "failed"]),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children)
+    ),
+    max_leaves=6,
+)
+CONTRACT = list(contract_row("cpu", 1, [1.0]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    status=st.sampled_from(["ok", "failed"]),
+    changed=st.dictionaries(
+        st.sampled_from(CONTRACT + ["q1_s", "q3_s", "min_s", "repeats"]), json_values, max_size=3
+    ),
+    dropped=st.sets(st.sampled_from(CONTRACT)),
+)
+def test_a_garbled_row_is_a_row_error_or_a_row_every_reader_can_use(status, changed, dropped):
+    """Never a traceback: whatever a row holds, normalize refuses it with a RowError, or the
+    analysis, the summary, compare and the CSV all work on what it returns."""
+    rows = [normalize(r) for r in minimal_rows()]
+    assert (rows[7]["group"], rows[7]["m"]) == ("gpu", 1000)
+    row = {**contract_row("gpu", 1000, [1e-3, 2e-3, 3e-3]), "status": status, **changed}
+    for field in dropped:
+        row.pop(field, None)
+    try:
+        read = normalize(row)
+    except RowError as error:
+        assert error.field and error.message
+        return
+    rows[7] = read
+    verdicts = analysis.verdicts(rows, ["cpu", "gpu"], "cpu")
+    report.summary(rows, verdicts, "garbled", [])
+    compare.compare_runs(rows, rows)
+    report.table_csv(rows)

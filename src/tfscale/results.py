@@ -120,7 +120,13 @@ DATA_MODES = ("device", "host")
 REQUIRED = ("point_id", "group", "m", "k", "n", "dtype", "data", "flops", "bytes", "status")
 REQUIRED_NOT_OK = ("reason",)
 REQUIRED_OK = ("emulated", "samples_s", "median_s")
-DERIVED = ("iqr_s", "q1_s", "q3_s", "min_s", "repeats", "gflops", "gbps")
+QUANTILES, RATES, COUNTS = (
+    ("q1_s", "q3_s", "min_s"),
+    ("iqr_s", "gflops", "gbps"),
+    ("repeats", "inner"),
+)
+DERIVED = (*QUANTILES, *RATES, "repeats")
+DTYPES = ", ".join(PRECISION)
 
 
 class RowError(ConfigError):
@@ -179,8 +185,8 @@ def _positive(value) -> bool:
     return _number(value) and value > 0
 
 
-def _optional_number(value) -> bool:
-    return value is None or _number(value)
+def _optional(valid):
+    return lambda value: value is None or valid(value)
 
 
 def _group(value) -> bool:
@@ -212,11 +218,11 @@ CHECKS = {
     "m": (_size, "expected a size >= 1"),
     "k": (_size, "expected a size >= 1"),
     "n": (_size, "expected a size >= 1"),
-    "dtype": (lambda v: v in PRECISION, f"expected one of {', '.join(PRECISION)}"),
-    "data": (lambda v: v in DATA_MODES, "expected device or host"),
+    "dtype": (lambda v: isinstance(v, str) and v in PRECISION, f"expected one of {DTYPES}"),
+    "data": (lambda v: isinstance(v, str) and v in DATA_MODES, "expected device or host"),
     "flops": (_count, "expected a count"),
     "bytes": (_count, "expected a count"),
-    "network_bytes": (lambda v: v is None or _count(v), "expected a count"),
+    "network_bytes": (_optional(_count), "expected a count"),
     "warnings": (
         lambda v: v is None or (isinstance(v, list) and all(isinstance(w, str) for w in v)),
         "expected a list of texts",
@@ -231,5 +237,7 @@ OK_CHECKS = {
         "expected a list of positive seconds",
     ),
     "median_s": (_positive, "expected positive seconds"),
-    **{field: (_optional_number, "expected a number") for field in (*DERIVED, "inner")},
+    **{field: (_optional(_positive), "expected positive seconds") for field in QUANTILES},
+    **{field: (_optional(_count), "expected a number >= 0") for field in RATES},
+    **{field: (_optional(lambda v: _number(v) and v >= 1), "expected >= 1") for field in COUNTS},
 }
