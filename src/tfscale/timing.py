@@ -70,15 +70,18 @@ def settle(block: Block, inner: int, budget_s: float) -> float:
     return spent
 
 
-def sample(block: Block, timing: dict) -> Sampled:
-    """Calibrate, settle, then take samples until min_repeats and min_time_s (or max_time_s)."""
+def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_counter) -> Sampled:
+    """Calibrate, settle, then take samples until min_repeats and min_time_s (or max_time_s).
+
+    `clock` measures the sampling phase's wall time (blocks plus what runs between them);
+    tests pass a fake one that their fake block advances."""
     inner, calibration = calibrate(block, timing["min_block_s"])
     calibration += settle(block, inner, timing["min_time_s"])
     blocks: list[float] = []
-    started = time.perf_counter()
+    started = clock()
     while True:
         blocks.append(block(inner))
-        spent = time.perf_counter() - started
+        spent = clock() - started
         enough = len(blocks) >= timing["min_repeats"] and spent >= timing["min_time_s"]
         if enough or spent >= timing["max_time_s"]:
             break
