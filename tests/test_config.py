@@ -107,18 +107,23 @@ def test_resolved_config_loads_back_with_the_same_digest(write_config, tmp_path)
             "unknown group",
         ),
         (MINIMAL.replace("groups: [cpu]", "groups: []"), 6, "groups", "at least 1"),
-        (MINIMAL.replace("groups: [cpu]", "groups: [cpu, cpu]"), 1, None, "listed twice"),
-        (MINIMAL + "baseline: gpu\n", 1, None, "not among the groups"),
+        (MINIMAL.replace("groups: [cpu]", "groups: [cpu, cpu]"), 6, "groups[1]", "listed twice"),
+        (MINIMAL + "baseline: gpu\n", 7, "baseline", "not among the groups"),
         (MINIMAL.replace("name: tiny", "name: ../../etc"), 1, "name", "letters, digits"),
         (MINIMAL.replace("name: tiny", "name: .."), 1, "name", "letters, digits"),
         (MINIMAL.replace("name: tiny\n", ""), 1, "name", "required"),
         (MINIMAL + "emulate: sometimes\n", 7, "emulate", "never"),
         (MINIMAL + "run: {memory_fraction: 1.5}\n", 7, "run.memory_fraction", "less than or equal"),
-        (MINIMAL + "timing: {min_time_s: 5, max_time_s: 1}\n", 7, "timing", "below min_time_s"),
+        (
+            MINIMAL + "timing: {min_time_s: 5, max_time_s: 1}\n",
+            7,
+            "timing.max_time_s",
+            "below min_time_s",
+        ),
         (
             MINIMAL.replace("groups: [cpu]", "groups: [{group: cpu, emulate: true}]"),
             6,
-            "groups[0]",
+            "groups[0].emulate",
             "GPU groups",
         ),
         (MINIMAL + "name: again\n", 7, "name", "appears twice"),
@@ -129,6 +134,63 @@ def test_bad_field_is_named_with_its_line(write_config, text, line, field, words
     assert words in error.message
     assert error.field == field
     assert error.line == line
+
+
+SPREAD_OUT = """\
+name: spread-out
+workload:
+  m: [1, 64]
+  k: 64
+  n: 64
+groups:
+  - cpu
+  - gpu
+  - cpu
+baseline: mirrored:2
+peaks:
+  cpu: {tflops: 1}
+  mirrored:4: {tflops: 2}
+"""
+
+
+def test_a_duplicate_group_is_located_at_its_list_item(write_config):
+    error = error_of(write_config, SPREAD_OUT)
+    assert (error.line, error.field) == (9, "groups[2]")
+    assert error.message == "cpu is listed twice (first as groups[0])"
+
+
+def without_duplicate_and_bad_peak(text: str) -> str:
+    return text.replace("  - cpu\n", "", 1).replace("  mirrored:4: {tflops: 2}\n", "")
+
+
+def test_a_baseline_outside_the_groups_is_located_at_baseline(write_config):
+    error = error_of(write_config, without_duplicate_and_bad_peak(SPREAD_OUT))
+    assert (error.line, error.field) == (9, "baseline")
+    assert error.message == "'mirrored:2' is not among the groups (gpu, cpu)"
+
+
+def test_an_unknown_peaks_key_is_located_at_that_key(write_config):
+    text = SPREAD_OUT.replace("  - cpu\n", "", 1).replace("baseline: mirrored:2\n", "")
+    error = error_of(write_config, text)
+    assert (error.line, error.field) == (11, "peaks.mirrored:4")
+    assert "not among the groups" in error.message
+
+
+def test_cli_prints_a_cross_field_error_at_the_line_at_fault(write_config, capsys):
+    path = write_config(without_duplicate_and_bad_peak(SPREAD_OUT))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"tfscale: error: {path}:9: baseline: 'mirrored:2' is not among the groups (gpu, cpu)\n"
+    )
+
+
+def test_a_cross_field_error_from_an_override_names_the_override(write_config):
+    error = error_of(write_config, MINIMAL, ["baseline=gpu"])
+    assert (error.field, error.line) == ("--set baseline", None)
+    error = error_of(write_config, MINIMAL, ["groups=[cpu, gpu, gpu]"])
+    assert (error.field, error.line) == ("--set groups", None)
+    assert "gpu is listed twice" in error.message
 
 
 @pytest.mark.parametrize(

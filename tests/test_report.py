@@ -13,7 +13,18 @@ from tests.conftest import MINIMAL
 from tests.test_analysis import SIZES, rows_for
 from tfscale import compare, config, plots, report
 from tfscale.cli import main
+from tfscale.plan import Point
+from tfscale.results import ok_row
 from tfscale.store import RunStore
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Figures are read through matplotlib, then closed: many open ones cost memory."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def sweep(emulated_gpu: bool = True) -> list[dict]:
@@ -130,3 +141,83 @@ def test_compare_command_writes_markdown_and_csv(tmp_path, capsys):
 def test_summary_without_common_points_says_so():
     text = report.summary(rows_for("cpu", {1: 1.0}), [], "x", [])
     assert "No pair of groups" in text
+
+
+# ---- uncertainty: what the IQRs allow, drawn and said -----------------------------------------
+
+
+def planted(group: str, time_s: float, noisy: dict[int, float] | None = None) -> list[dict]:
+    """Rows of one group timed in blocks of 10 iterations, 1% spread except where `noisy`
+    plants a wider one (samples t(1-s), t, t(1+s): q1 = t(1-s/2), q3 = t(1+s/2), IQR = s)."""
+    out = []
+    for m in SIZES:
+        s = (noisy or {}).get(m, 0.01)
+        point = Point(group, m, 64, 64, "float32", "device")
+        samples = [time_s * (1 - s), time_s, time_s * (1 + s)]
+        out.append(ok_row(point, samples, emulated=False, inner=10))
+    return out
+
+
+def band(ax, label: str) -> dict[float, tuple[float, float]]:
+    """The shaded band drawn around the curve `label`: x -> (low, high)."""
+    (collection,) = [c for c in ax.collections if c.get_gid() == f"band: {label}"]
+    at: dict[float, list[float]] = {}
+    for x, y in collection.get_paths()[0].vertices:
+        at.setdefault(float(x), []).append(float(y))
+    return {x: (min(ys), max(ys)) for x, ys in at.items()}
+
+
+def test_speedup_plot_shades_the_range_both_groups_iqrs_allow():
+    # gpu 10% faster than cpu everywhere, but at m = 100 its IQR is 40% of the median
+    rows = planted("cpu", 1e-3) + planted("gpu", 0.9e-3, noisy={100: 0.4})
+    shade = band(plots.figures(rows, "cpu")["speedup"].axes[0], "gpu")
+    low, high = shade[100]
+    assert low == pytest.approx(1e-3 * 0.995 / (0.9e-3 * 1.2))  # cpu q1 / gpu q3
+    assert high == pytest.approx(1e-3 * 1.005 / (0.9e-3 * 0.8))  # cpu q3 / gpu q1
+    assert low < 1 < high  # the 1.11x there could be noise, and the plot shows it
+    low, high = shade[1000]
+    assert low == pytest.approx(0.995 / (0.9 * 1.005)) and low > 1  # quiet: surely faster
+
+
+def test_throughput_and_time_plots_shade_each_points_iqr():
+    rows = planted("cpu", 1e-3, noisy={10: 0.4})
+    figs = plots.figures(rows, "cpu")
+    flops = 2 * 10 * 64 * 64
+    assert band(figs["throughput"].axes[0], "cpu")[10] == pytest.approx(
+        (flops / 1.2e-3 / 1e9, flops / 0.8e-3 / 1e9)
+    )
+    assert band(figs["time"].axes[0], "cpu")[10] == pytest.approx((0.8e-3, 1.2e-3))
+
+
+def test_efficiency_plot_shades_the_range_both_groups_iqrs_allow():
+    rows = planted("gpu", 1e-3) + planted("mirrored:2", 0.6e-3, noisy={1000: 0.5})
+    shade = band(plots.figures(rows, "gpu")["efficiency"].axes[0], "mirrored:2")
+    assert shade[1000] == pytest.approx((0.995 / (0.6 * 1.25) / 2, 1.005 / (0.6 * 0.75) / 2))
+    assert shade[10] == pytest.approx((0.995 / (0.6 * 1.005) / 2, 1.005 / (0.6 * 0.995) / 2))
+
+
+def test_summary_says_which_verdicts_rest_on_noisy_points_and_how_to_tighten_them(tmp_path):
+    rows = planted("cpu", 1e-3) + planted("gpu", 0.9e-3, noisy={100: 0.3, 1000: 0.3})
+    store = write_run(tmp_path, rows, MINIMAL.replace("[cpu]", "[cpu, gpu]"))
+    assert main(["report", str(store.path)]) == 0
+    summary = (store.path / "summary.md").read_text()
+    assert "rests on 2 of 10 points with an IQR over 10% of the median" in summary
+    noise_section = summary[summary.index("## Noise") : summary.index("## Per group")]
+    assert "1 of 1 verdicts rest on points whose IQR is over 10%" in noise_section
+    assert "gpu vs cpu (float32, device): 2 of 10 points noisy, worst gpu m = 100" in summary
+    # blocks of 10 x 0.9e-3 s at a 30% IQR: 0.009 s x (30/10)^2 = 0.081 s -> 0.1 s, leaving
+    # 30% x sqrt(0.009/0.1) = 9%; the median within 2.5% then takes
+    # (0.929 x 9% / 2.5%)^2 = 11.2 -> 12 samples
+    assert "`--set timing.min_block_s=0.1 --set timing.min_repeats=12`" in noise_section
+    assert "should bring it to about 9%" in noise_section
+    page = (store.path / "report.html").read_text()
+    assert "<h2>Noise</h2>" in page and "--set timing.min_block_s=0.1" in page
+
+
+def test_a_quiet_run_has_no_noise_section(tmp_path):
+    rows = planted("cpu", 1e-3) + planted("gpu", 0.9e-3)
+    store = write_run(tmp_path, rows, MINIMAL.replace("[cpu]", "[cpu, gpu]"))
+    assert main(["report", str(store.path)]) == 0
+    summary = (store.path / "summary.md").read_text()
+    assert "## Noise" not in summary and "rests on" not in summary
+    assert "<h2>Noise</h2>" not in (store.path / "report.html").read_text()

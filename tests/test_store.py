@@ -6,26 +6,29 @@ import json
 
 from tests.conftest import MINIMAL
 from tfscale import config
+from tfscale.plan import Point
+from tfscale.results import ok_row, terminal_row
 from tfscale.store import RunStore
 
 
 def test_rows_are_appended_and_a_truncated_last_line_is_ignored(write_config, tmp_path):
+    a, b, c = (Point("cpu", m, 64, 64, "float32", "device") for m in (1, 2, 3))
     store = RunStore.create(tmp_path / "run", config.load(write_config(MINIMAL)))
-    store.append({"point_id": "a", "status": "ok"})
-    store.append({"point_id": "b", "status": "failed", "reason": "x"})
+    store.append(ok_row(a, [1e-3], emulated=False))
+    store.append(terminal_row(b, "failed", "x"))
     store.close()
     results = tmp_path / "run" / "results.jsonl"
     with open(results, "a") as handle:
-        handle.write('{"point_id": "c", "sta')  # the crash happened mid-write
+        handle.write(f'{{"point_id": "{c.point_id}", "sta')  # the crash happened mid-write
     rows, warnings = store.rows()
-    assert [r["point_id"] for r in rows] == ["a", "b"]
+    assert [r["point_id"] for r in rows] == [a.point_id, b.point_id]
     assert len(warnings) == 1 and "truncated" in warnings[0]
     store.repair_tail()
-    store.append({"point_id": "c", "status": "ok"})
+    store.append(ok_row(c, [1e-3], emulated=False))
     assert [json.loads(line)["point_id"] for line in results.read_text().splitlines()] == [
-        "a",
-        "b",
-        "c",
+        a.point_id,
+        b.point_id,
+        c.point_id,
     ]
 
 

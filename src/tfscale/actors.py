@@ -262,6 +262,7 @@ class CollectiveSession(_Session):
             "precision": first["precision"],
             "all_reduce": first["all_reduce"],
             "device_model": first["device_model"],
+            "gpu": first["gpu"],
             "executed": [e["executed"] for e in evidence],
             "warmup_s": max(e["warmup_s"] for e in evidence),
             "point_s": time.perf_counter() - started,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfscale.groups import parse_group, workers_of
-from tfscale.plan import Point, varying_dimension
+from tfscale.plan import varying_dimension
+from tfscale.results import point_of
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
@@ -49,11 +50,15 @@ def _coordinates(row: dict) -> tuple:
 
 @dataclass(frozen=True)
 class Comparison:
-    """B against A at one point: speedup = time_A / time_B, and whether the IQRs separate."""
+    """B against A at one point: speedup = time_A / time_B, and whether the IQRs separate.
+    low..high: the speedups the two IQRs allow (A's q1 / B's q3 .. A's q3 / B's q1), drawn
+    around the curve so noise is not read as signal."""
 
     x: float
     speedup: float
     certain: bool
+    low: float
+    high: float
 
 
 def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
@@ -71,7 +76,15 @@ def _compare(series_a: list[dict], series_b: list[dict], axis: str) -> list[Comp
         if row_a is None:
             continue
         separate = row_b["q3_s"] < row_a["q1_s"] or row_a["q3_s"] < row_b["q1_s"]
-        out.append(Comparison(row_b[axis], row_a["median_s"] / row_b["median_s"], separate))
+        out.append(
+            Comparison(
+                row_b[axis],
+                row_a["median_s"] / row_b["median_s"],
+                separate,
+                low=row_a["q1_s"] / row_b["q3_s"],
+                high=row_a["q3_s"] / row_b["q1_s"],
+            )
+        )
     return sorted(out, key=lambda c: c.x)
 
 
@@ -252,11 +265,19 @@ def network_per_flop(series: list[dict]) -> float | None:
     return ratios[-1] if min(ratios) * 1.25 >= max(ratios) else None
 
 
-def scaling_efficiency(
-    rows: list[dict], group: str, dtype: str, data: str
-) -> list[tuple[float, float]]:
-    """(x, speedup over one device / replicas) at each common point: mirrored:k over gpu,
-    multiworker:NxK over gpu, multiworker:Nx0 over cpu."""
+@dataclass(frozen=True)
+class Efficiency:
+    """Speedup over one device / replicas at one point; low..high from the two IQRs."""
+
+    x: float
+    efficiency: float
+    low: float
+    high: float
+
+
+def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[Efficiency]:
+    """Efficiency at each common point: mirrored:k over gpu, multiworker:NxK over gpu,
+    multiworker:Nx0 over cpu."""
     kind, replicas = parse_group(group)
     if kind == "mirrored" or (kind == "multiworker" and workers_of(group)[1] > 0):
         single = "gpu"
@@ -264,7 +285,10 @@ def scaling_efficiency(
         single = "cpu"
     else:
         return []
-    return [(c.x, c.speedup / replicas) for c in compare(rows, single, group, dtype, data)]
+    return [
+        Efficiency(c.x, c.speedup / replicas, c.low / replicas, c.high / replicas)
+        for c in compare(rows, single, group, dtype, data)
+    ]
 
 
 @dataclass(frozen=True)
@@ -359,9 +383,7 @@ def _robust_fit(columns: list, known, time: np.ndarray) -> tuple[np.ndarray, np.
 
 def _network_bytes(row: dict) -> int:
     """From the coordinates, so rows written before the field existed count too."""
-    return Point(
-        row["group"], row["m"], row["k"], row["n"], row["dtype"], row["data"]
-    ).network_bytes
+    return point_of(row).network_bytes
 
 
 def intensity(row: dict) -> float:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tfscale.plan import Point
 from tfscale.progress import describe
+from tfscale.results import point_of
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,7 @@ def compare_runs(rows_a: list[dict], rows_b: list[dict]) -> list[Change]:
             verdict = "improvement"
         else:
             verdict = "within noise"
-        point = Point(*(b[key] for key in ("group", "m", "k", "n", "dtype", "data")))
-        changes.append(Change(point, a["median_s"], b["median_s"], verdict))
+        changes.append(Change(point_of(b), a["median_s"], b["median_s"], verdict))
     return sorted(
         changes, key=lambda c: (c.point.group, c.point.dtype, c.point.data, c.point.flops)
     )

@@ -45,6 +45,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FieldAt(ValueError):
+    """A rule across fields, broken at `loc` (relative to the model that checks it), so the
+    error points at the line and field at fault, not at the model's first line."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
 def parse_size(value: Any) -> int:
     """A positive whole size, written 1024, 1e8, 1.5e3 or 100_000_000 (YAML reads 1e8 as text)."""
     if isinstance(value, bool):
@@ -205,15 +214,19 @@ class GroupEntry(_Strict):
     @model_validator(mode="after")
     def _emulate_only_gpus(self) -> GroupEntry:
         if self.emulate is not None and self.group == "cpu":
-            raise ValueError("emulate applies to GPU groups (gpu, mirrored:k), not cpu")
+            raise FieldAt(("emulate",), "applies to GPU groups (gpu, mirrored:k), not cpu")
         if self.all_reduce is not None:
             kind = parse_group(self.group)[0]
             allowed = {"mirrored": MIRRORED_ALL_REDUCE, "multiworker": MULTIWORKER_ALL_REDUCE}
             if kind not in allowed:
-                raise ValueError(
-                    f"all_reduce applies to mirrored:k and multiworker groups, not {self.group}"
+                raise FieldAt(
+                    ("all_reduce",),
+                    f"applies to mirrored:k and multiworker groups, not {self.group}",
                 )
-            _choices(self.all_reduce, allowed[kind], f"all_reduce for {kind}")
+            try:
+                _choices(self.all_reduce, allowed[kind], f"all_reduce for {kind}")
+            except ValueError as exc:
+                raise FieldAt(("all_reduce",), str(exc)) from None
         return self
 
 
@@ -227,8 +240,8 @@ class Timing(_Strict):
     @model_validator(mode="after")
     def _order(self) -> Timing:
         if self.max_time_s < self.min_time_s:
-            raise ValueError(
-                f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s})"
+            raise FieldAt(
+                ("max_time_s",), f"{self.max_time_s:g} is below min_time_s ({self.min_time_s:g})"
             )
         return self
 
@@ -269,18 +282,16 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _groups_and_baseline(self) -> Experiment:
         names = [entry.group for entry in self.groups]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"groups: {', '.join(duplicates)} listed twice")
-        unknown = sorted(set(self.peaks) - set(names))
-        if unknown:
-            raise ValueError(
-                f"peaks: {', '.join(unknown)} not among the groups ({', '.join(names)})"
-            )
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                first = names.index(name)
+                raise FieldAt(("groups", i), f"{name} is listed twice (first as groups[{first}])")
+        among = f"is not among the groups ({', '.join(names)})"
+        for name in self.peaks:
+            if name not in names:
+                raise FieldAt(("peaks", name), f"{name!r} {among}")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(
-                f"baseline: {self.baseline!r} is not among the groups ({', '.join(names)})"
-            )
+            raise FieldAt(("baseline",), f"{self.baseline!r} {among}")
         return self
 
     @property
@@ -452,6 +463,12 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def _cross_field_loc(error: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a model's own rule (FieldAt) was broken, below the model's location."""
+    cause = error.get("ctx", {}).get("error")
+    return cause.loc if isinstance(cause, FieldAt) else ()
+
+
 def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]) -> ConfigError:
     # an unknown key first: it usually explains a "missing" one (a typo)
     errors = sorted(
@@ -459,7 +476,7 @@ def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]
         key=lambda e: (e["type"] != "extra_forbidden", _line_of(tree.node, _data_loc(e["loc"]))),
     )
     error = errors[0]
-    loc = _data_loc(error["loc"])
+    loc = _data_loc(error["loc"]) + _cross_field_loc(error)
     field = _dotted(loc) or None
     message = _message(error)
     if error["type"] == "extra_forbidden":
@@ -470,7 +487,9 @@ def _located(exc: ValidationError, tree: _Tree, file: str, overridden: list[str]
             message += f"; known fields: {', '.join(known)}"
     for path in overridden:
         if field and (
-            field == path or field.startswith(path + ".") or path.startswith(field + ".")
+            field == path
+            or field.startswith((path + ".", path + "["))
+            or path.startswith(field + ".")
         ):
             return ConfigError(message, field=f"--set {path}")
     return ConfigError(message, field=field, file=file, line=_line_of(tree.node, loc))

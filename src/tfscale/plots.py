@@ -1,7 +1,8 @@
 """The figures of a run, as matplotlib objects (so tests can read labels and legends).
 
 Log axes, units in labels; emulated groups dashed and labelled "(emulated)"; payoff points
-marked on the speedup plot.
+marked on the speedup plot. Every curve carries a shaded band of what its points' IQRs allow
+(for speedup and efficiency, from both groups' IQRs), so noise is not read as signal.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _line_style(emulated: bool, points: int = 0) -> dict:
     return {"linestyle": "--" if emulated else "-", **marker}
 
 
+def _band(ax, xs, lows, highs, line, label: str) -> None:
+    """The uncertainty around a curve, in its colour; gid names it after the curve."""
+    ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, gid=f"band: {label}")
+
+
 def _finish(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None:
     ax.set_xscale("log")
     if logy:
@@ -59,27 +65,33 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
         return f"{text} {dtype} {data}" if modes > 1 else text
 
     out = {}
-    for title, field, ylabel in (
-        ("time", "median_s", "time per matmul (s, median, IQR shaded)"),
-        ("throughput", "gflops", "throughput (GFLOP/s)"),
+    for title, value, low, high, ylabel in (
+        (
+            "time",
+            lambda r: r["median_s"],
+            lambda r: r["q1_s"],
+            lambda r: r["q3_s"],
+            "time per matmul (s, median, IQR shaded)",
+        ),
+        (
+            "throughput",
+            lambda r: r["gflops"],
+            lambda r: r["flops"] / r["q3_s"] / 1e9,
+            lambda r: r["flops"] / r["q1_s"] / 1e9,
+            "throughput (GFLOP/s, from the IQR shaded)",
+        ),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for (group, dtype, data), series in curves.items():
             xs = [r[axis] for r in series]
+            label = name(group, dtype, data)
             line = ax.plot(
                 xs,
-                [r[field] for r in series],
-                label=name(group, dtype, data),
+                [value(r) for r in series],
+                label=label,
                 **_line_style(group in emulated, len(series)),
             )[0]
-            if field == "median_s":
-                ax.fill_between(
-                    xs,
-                    [r["q1_s"] for r in series],
-                    [r["q3_s"] for r in series],
-                    color=line.get_color(),
-                    alpha=0.15,
-                )
+            _band(ax, xs, [low(r) for r in series], [high(r) for r in series], line, label)
         _finish(ax, AXIS_LABELS[axis], ylabel, title)
         out[title] = fig
 
@@ -94,12 +106,15 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
         points = analysis.compare(ok, baseline, group, dtype, data)
         if not points:
             continue
+        label = name(group, dtype, data)
+        xs = [p.x for p in points]
         line = ax.plot(
-            [p.x for p in points],
+            xs,
             [p.speedup for p in points],
-            label=name(group, dtype, data),
+            label=label,
             **_line_style(group in emulated, len(points)),
         )[0]
+        _band(ax, xs, [p.low for p in points], [p.high for p in points], line, label)
         verdict = verdicts.get((group, dtype, data))
         if verdict and verdict.payoff_x is not None:
             at = next(p for p in points if p.x == verdict.payoff_x)
@@ -117,7 +132,7 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
         _finish(
             ax,
             AXIS_LABELS[axis],
-            f"speedup over {baseline} (x, >1 is faster)",
+            f"speedup over {baseline} (x, >1 is faster; both IQRs shaded)",
             f"speedup over {baseline} (stars: payoff points)",
         )
         out["speedup"] = fig
@@ -132,18 +147,21 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
                 analysis.scaling_efficiency(ok, group, dtype, data) if group in mirrored else []
             )
             if points:
-                ax.plot(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    label=name(group, dtype, data, {"gpu"}),
+                label = name(group, dtype, data, {"gpu"})
+                xs = [p.x for p in points]
+                line = ax.plot(
+                    xs,
+                    [p.efficiency for p in points],
+                    label=label,
                     **_line_style(bool({group, "gpu"} & emulated), len(points)),
-                )
+                )[0]
+                _band(ax, xs, [p.low for p in points], [p.high for p in points], line, label)
         if ax.lines:
             ax.axhline(1.0, color="grey", linewidth=0.8)
             _finish(
                 ax,
                 AXIS_LABELS[axis],
-                "scaling efficiency (speedup over one device / replicas)",
+                "scaling efficiency (speedup over one device / replicas; IQRs shaded)",
                 "scaling efficiency",
                 logy=False,
             )

@@ -9,7 +9,8 @@ import html
 import json
 from collections import Counter
 
-from tfscale import analysis, plots
+from tfscale import analysis, noise, plots
+from tfscale.config import Timing
 
 CSV_LISTS = ("samples_s", "devices", "output_devices", "warnings")
 
@@ -23,14 +24,71 @@ def write_report(store, experiment) -> list[str]:
     pngs = plots.save(plots.figures(rows, baseline, verdicts), store.path / "plots")
     pictures = {title: base64.b64encode(data).decode() for title, data in pngs.items()}
     declared = {group: peak.model_dump() for group, peak in experiment.peaks.items()}
-    store.write_text("summary.md", summary(rows, verdicts, experiment.name, notes, declared))
+    timing = experiment.timing.model_dump()
+    store.write_text(
+        "summary.md", summary(rows, verdicts, experiment.name, notes, declared, timing)
+    )
     store.write_text("report.html", page(rows, verdicts, experiment, notes, pictures, store))
     store.write_text("results.csv", table_csv(rows))
     return notes
 
 
-def _verdict_rows(verdicts) -> list[tuple]:
-    return [(v.a, v.b, v.dtype, v.data, v.sentence()) for v in verdicts]
+def _verdict_rows(verdicts, noisy_verdicts=()) -> list[tuple]:
+    noisy = {n.verdict: n for n in noisy_verdicts}
+    return [(v.a, v.b, v.dtype, v.data, v.sentence() + _rests_on(noisy.get(v))) for v in verdicts]
+
+
+def _rests_on(noisy) -> str:
+    if noisy is None:
+        return ""
+    return (
+        f" — rests on {len(noisy.noisy)} of {noisy.points} points with an IQR over "
+        f"{noise.NOISY_IQR:.0%} of the median (see Noise)"
+    )
+
+
+def _noise_lines(noisy, verdicts, timing=None) -> list[str]:
+    """The Noise section: which verdicts rest on noisy points, and what would tighten them."""
+    if not noisy:
+        return []
+    lines = [
+        f"{len(noisy)} of {len(verdicts)} verdicts rest on points whose IQR is over "
+        f"{noise.NOISY_IQR:.0%} of the median: there, a difference may be noise.",
+        *(f"- {n.sentence()}" for n in noisy),
+    ]
+    tighter = noise.tighter_timing(
+        [r for n in noisy for r in n.noisy], timing or Timing().model_dump()
+    )
+    if tighter is not None:
+        lines += ["", f"To tighten them, rerun with `{tighter.command()}`: {_why(tighter)}"]
+    return lines
+
+
+def _why(tighter) -> str:
+    text = (
+        f"the noisiest point, timed in blocks of {tighter.from_block_s:.2g} s, had an IQR of "
+        f"{tighter.from_iqr:.0%}; "
+    )
+    if tighter.min_block_s > tighter.from_block_s:
+        text += (
+            "timing jitter averages out as 1/sqrt(block time), so blocks of "
+            f"{tighter.min_block_s:g} s should bring it to about {tighter.expected_iqr:.0%}"
+        )
+    else:
+        text += f"its blocks are already {tighter.from_block_s:.2g} s long"
+    if "min_repeats" in tighter.settings:
+        text += (
+            f", and {tighter.settings['min_repeats']:g} samples know the median within "
+            f"±{noise.MEDIAN_PRECISION:.1%}"
+        )
+    text += f"; such a point then samples for at least {tighter.point_s:.2g} s"
+    if tighter.capped:
+        text += (
+            f". Blocks longer than {noise.MAX_BLOCK_S:g} s are not suggested: noise that "
+            "persists over such blocks comes from the machine (other processes, frequency "
+            "scaling); measure on an idle node"
+        )
+    return text + "."
 
 
 def _group_rows(rows, declared) -> list[tuple]:
@@ -111,8 +169,9 @@ EMULATED_NOTE = (
 )
 
 
-def summary(rows, verdicts, name, notes, declared=None) -> str:
-    """summary.md: verdicts first, then per-group peaks and cost models, then warnings."""
+def summary(rows, verdicts, name, notes, declared=None, timing=None) -> str:
+    """summary.md: verdicts first, then how noisy they are, per-group peaks and cost models,
+    then warnings. `timing`: the run's timing settings, that suggestions start from."""
     counts = Counter(r["status"] for r in rows)
     lines = [
         f"# {name}",
@@ -121,13 +180,17 @@ def summary(rows, verdicts, name, notes, declared=None) -> str:
     ]
     if any(r.get("emulated") for r in rows):
         lines += ["", f"**{EMULATED_NOTE}**"]
-    verdicts = _verdict_rows(verdicts)
+    noisy = noise.noisy_verdicts(rows, verdicts)
+    table = _verdict_rows(verdicts, noisy)
     lines += ["", "## Verdicts", ""]
-    if verdicts:
+    if table:
         lines += ["| A | B | dtype | data | verdict |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(v) + " |" for v in verdicts]
+        lines += ["| " + " | ".join(v) + " |" for v in table]
     else:
         lines.append("No pair of groups has measured points in common.")
+    said = _noise_lines(noisy, verdicts, timing)
+    if said:
+        lines += ["", "## Noise", "", *said]
     lines += [
         "",
         "## Per group",
@@ -180,6 +243,8 @@ def page(rows, verdicts, experiment, notes, pictures: dict[str, str], store) -> 
     )
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in _warnings(rows, notes))
     declared = {g: p.model_dump() for g, p in experiment.peaks.items()}
+    noisy = noise.noisy_verdicts(rows, verdicts)
+    said = _noise_html(_noise_lines(noisy, verdicts, experiment.timing.model_dump()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tfscale: {html.escape(experiment.name)}</title>
 <style>
@@ -194,7 +259,8 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 <p>Points: {html.escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))}</p>
 {emulated}
 <h2>Where distribution pays off</h2>
-{_table(("A", "B", "dtype", "data", "verdict"), _verdict_rows(verdicts))}
+{_table(("A", "B", "dtype", "data", "verdict"), _verdict_rows(verdicts, noisy))}
+{said}
 {figures}
 <h2>Per group</h2>
 {_table(GROUP_HEADER, _group_rows(rows, declared))}
@@ -203,6 +269,15 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 {_table(("what", "value"), [(k, v) for k, v in context if v is not None])}
 </body></html>
 """
+
+
+def _noise_html(lines: list[str]) -> str:
+    """The Noise section's lines as HTML: a paragraph, a list, a paragraph."""
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines if line[:2] == "- ")
+    prose = [f"<p>{html.escape(line)}</p>" for line in lines if line and line[:2] != "- "]
+    return f'<h2>Noise</h2><div class="warn">{prose[0]}<ul>{items}</ul>{"".join(prose[1:])}</div>'
 
 
 def table_csv(rows: list[dict]) -> str:

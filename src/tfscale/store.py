@@ -15,7 +15,7 @@ import yaml
 
 from tfscale.config import Experiment
 from tfscale.errors import TfscaleError
-from tfscale.results import STATUSES
+from tfscale.results import RowError, normalize
 
 RESULTS, CONFIG, ENVIRONMENT = "results.jsonl", "config.yaml", "environment.json"
 
@@ -88,7 +88,10 @@ class RunStore:
         return results.read_text(encoding="utf-8").split("\n") if results.exists() else []
 
     def rows(self) -> tuple[list[dict], list[str]]:
-        """All complete rows, and warnings about lines that could not be read."""
+        """All complete rows, normalised (`results.normalize`: any row with the contract's
+        fields will do), and warnings about lines that are not JSON objects. Every reader
+        (report, compare, --resume) goes through here. A JSON object that lacks a field
+        readers need is a RowError located at its line: its numbers cannot be trusted."""
         rows, warnings = [], []
         results = self.path / RESULTS
         if not results.exists():
@@ -99,14 +102,18 @@ class RunStore:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or row.get("status") not in STATUSES:
+                if not isinstance(row, dict):
                     raise ValueError("not a result row")
             except ValueError:
                 last = number >= len(lines) - 1
                 what = "truncated last line (the run was cut off mid-write)" if last else "bad line"
                 warnings.append(f"{results}:{number}: {what}; ignored")
                 continue
-            rows.append(row)
+            try:
+                rows.append(normalize(row))
+            except RowError as exc:
+                exc.file, exc.line = str(results), number
+                raise
         return rows, warnings
 
     def repair_tail(self) -> None:

@@ -29,7 +29,7 @@ from tfscale import timing
 from tfscale.plan import Point
 from tfscale.results import breakdown_fields
 from tfscale.worker import graph
-from tfscale.worker.devices import DeviceSet
+from tfscale.worker.devices import DeviceSet, tensorflow_build
 from tfscale.worker.gpus import supports_tf32
 from tfscale.worker.ops import OPS
 from tfscale.worker.ops.base import Loaded, Op
@@ -82,6 +82,7 @@ class Measurer:
         self._functions: dict[tuple, Any] = {}
         self._executed: dict[str, graph.Executed] = {}
         self._loaded: dict | None = None
+        self._gpu = gpu_summary(devices)
 
     # ---- one variant of a point --------------------------------------------------------------
 
@@ -141,6 +142,7 @@ class Measurer:
             "all_reduce": self.replicas.all_reduce_name(),
             "executed": executed.fields() if executed else None,
             "device_model": self.devices.model,
+            "gpu": self._gpu,
             "warmup_s": time.perf_counter() - entered,
         }
         if unchecked:
@@ -291,6 +293,20 @@ def _ending_with_all_reduce(body, replicas: Replicas):
         return out, replicas.run(total, tuple(values))
 
     return ended
+
+
+def gpu_summary(devices: DeviceSet) -> dict | None:
+    """What every GPU row states: model, compute capability, driver, CUDA, cuDNN, NCCL."""
+    if not devices.gpus:
+        return None
+    build = tensorflow_build()
+    first = devices.gpus[0]
+    return {
+        "model": devices.model,
+        "compute_capability": first.compute_capability,
+        "driver": first.driver,
+        **{key: build[key] for key in ("cuda", "cudnn", "nccl")},
+    }
 
 
 def _precision(dtype: str) -> str:
