@@ -98,8 +98,9 @@ class Breakdown:
 
     @property
     def overlap_s(self) -> float:
-        """The all-reduce time hidden behind compute (0 when none was)."""
-        return max(self.compute_s + self.allreduce_s - self.step_s, 0.0)
+        """The all-reduce time hidden behind compute: compute + all-reduce - step, between 0
+        and the all-reduce itself (each part is a median of its own samples)."""
+        return min(max(self.compute_s + self.allreduce_s - self.step_s, 0.0), self.allreduce_s)
 
     @property
     def allreduce_share(self) -> float:

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from tfscale.config import OPS, SCALINGS
 from tfscale.errors import ConfigError
 from tfscale.groups import parse_group
 from tfscale.plan import PRECISION, Point
@@ -217,10 +218,12 @@ CHECKS = {
     "point_id": (lambda v: isinstance(v, str) and v != "", "expected text"),
     "group": (_group, "unknown group; expected cpu, gpu, mirrored:K or multiworker:NxK"),
     "m": (_size, "expected a size >= 1"),
-    "k": (_size, "expected a size >= 1"),
+    "k": (lambda v: type(v) is int and v >= 0, "expected a size >= 1 (0: an all-reduce's)"),
     "n": (_size, "expected a size >= 1"),
     "dtype": (lambda v: isinstance(v, str) and v in PRECISION, f"expected one of {DTYPES}"),
     "data": (lambda v: isinstance(v, str) and v in DATA_MODES, "expected device or host"),
+    "op": (lambda v: v is None or v in OPS, f"expected one of {', '.join(OPS)}"),
+    "scaling": (lambda v: v is None or v in SCALINGS, f"expected one of {', '.join(SCALINGS)}"),
     "flops": (_count, "expected a count"),
     "bytes": (_count, "expected a count"),
     "network_bytes": (_optional(_count), "expected a count"),
