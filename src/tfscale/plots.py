@@ -12,11 +12,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-matplotlib.rcParams["figure.max_open_warning"] = 0  # a run's figures are all made, then saved
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from tfscale import analysis
+
+matplotlib.rcParams["figure.max_open_warning"] = 0  # a run's figures are all made, then saved
 
 AXIS_LABELS = {
     "m": "m (rows of X)",
