@@ -1,0 +1,161 @@
+"""Ray clusters a test starts, kills and stops itself, and nothing else on the machine.
+
+Each node is one `ray start --block` process in a process group of its own, with the node's
+Ray processes (GCS, raylet, agents, workers) in it: a node is stopped, or killed as a crash
+would, by signalling that group. Token authentication, free ports, and a private Ray temp
+directory (RAY_TMPDIR): the cluster's `ray_current_cluster` file is the test's own, not the
+machine's `/tmp/ray` one that other Ray users rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+# Reads the node table through a driver of its own: {"nodes": [...]} once `count` are alive.
+_NODES = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    nodes = ray.nodes()
+    if sum(n["Alive"] for n in nodes) >= int(sys.argv[2]) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+keep = ("NodeID", "Alive", "NodeManagerAddress", "Resources")
+print(json.dumps([{k: n.get(k) for k in keep} for n in nodes]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state ppid pgrp ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.add(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class Cluster:
+    """A head and `ray start --address` nodes on 127.0.0.1, all started by this object."""
+
+    def __init__(self):
+        # short: Ray's socket paths live under it and must stay under ~100 characters
+        self.tmp = Path(tempfile.mkdtemp(prefix="tfs", dir="/tmp"))
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_TMPDIR": str(self.tmp),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.address: str | None = None
+        self.nodes: list[subprocess.Popen] = []
+
+    @property
+    def current_cluster_file(self) -> Path:
+        """Where Ray records the last `ray start` head (`ray_current_cluster`) for this env."""
+        return self.tmp / "ray" / "ray_current_cluster"
+
+    def _start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        log = open(self.tmp / f"node{len(self.nodes)}.log", "w")
+        node = subprocess.Popen(
+            [RAY, "start", "--block", "--disable-usage-stats", *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the node's Ray processes
+        )
+        log.close()
+        self.nodes.append(node)
+        return node
+
+    def start_head(self, cpus: int = 0) -> subprocess.Popen:
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        return self._start(
+            "--head",
+            f"--port={port}",
+            f"--num-cpus={cpus}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={free_port()}",
+        )
+
+    def add_node(
+        self, cpus: int, gpus: int = 0, resources: dict | None = None, env: dict | None = None
+    ) -> subprocess.Popen:
+        return self._start(
+            f"--address={self.address}",
+            f"--num-cpus={cpus}",
+            f"--num-gpus={gpus}",
+            f"--resources={json.dumps(resources or {})}",
+            "--node-ip-address=127.0.0.1",
+            env=env,
+        )
+
+    def node_table(self, alive: int = 0, timeout_s: float = 90) -> list[dict]:
+        """Ray's node table, after waiting (up to timeout_s) until `alive` nodes are alive."""
+        result = subprocess.run(
+            [sys.executable, "-c", _NODES, self.address, str(alive), str(timeout_s)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 60,
+            check=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """The node crashes: every process of its group gets SIGKILL at once."""
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(30)
+
+    def stop(self) -> None:
+        """Stop every node this object started (SIGTERM, then SIGKILL), nothing else."""
+        for node in reversed(self.nodes):
+            for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 15)):
+                if not group_pids(node.pid):
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.pid, sig)
+                deadline = time.monotonic() + grace
+                while group_pids(node.pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            node.wait(30)
+        left = {pid for node in self.nodes for pid in group_pids(node.pid)}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        assert not left, f"processes left running: {sorted(left)}"
