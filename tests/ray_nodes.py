@@ -24,14 +24,14 @@ from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
-# Reads the node table through a driver of its own: {"nodes": [...]} once `count` are alive.
+# Reads the node table through a driver of its own, once exactly `count` nodes are alive.
 _NODES = """
 import json, sys, time, ray
 ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
 deadline = time.monotonic() + float(sys.argv[3])
 while True:
     nodes = ray.nodes()
-    if sum(n["Alive"] for n in nodes) >= int(sys.argv[2]) or time.monotonic() > deadline:
+    if sum(n["Alive"] for n in nodes) == int(sys.argv[2]) or time.monotonic() > deadline:
         break
     time.sleep(0.5)
 keep = ("NodeID", "Alive", "NodeManagerAddress", "Resources")
@@ -84,24 +84,34 @@ class Cluster:
         self.env.pop("RAY_ADDRESS", None)
         self.address: str | None = None
         self.nodes: list[subprocess.Popen] = []
+        self.labels: set[str] = set()
 
     @property
     def current_cluster_file(self) -> Path:
         """Where Ray records the last `ray start` head (`ray_current_cluster`) for this env."""
         return self.tmp / "ray" / "ray_current_cluster"
 
-    def _start(self, *args: str, env: dict | None = None) -> subprocess.Popen:
-        log = open(self.tmp / f"node{len(self.nodes)}.log", "w")
-        node = subprocess.Popen(
-            [RAY, "start", "--block", "--disable-usage-stats", *args],
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the node's Ray processes
-        )
-        log.close()
-        self.nodes.append(node)
-        return node
+    def _start(self, *args: str) -> subprocess.Popen:
+        """Start a node and wait until it runs. Ray gives a node 30 s to register, which a
+        loaded machine can miss: a node that gives up is cleared away and started again."""
+        for _ in range(3):
+            path = self.tmp / f"node{len(self.nodes)}.log"
+            with open(path, "w") as log:
+                node = subprocess.Popen(
+                    [RAY, "start", "--block", "--disable-usage-stats", *args],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: the node's Ray processes
+                )
+            self.nodes.append(node)
+            deadline = time.monotonic() + 180
+            while node.poll() is None and time.monotonic() < deadline:
+                if "Ray runtime started" in path.read_text():
+                    return node
+                time.sleep(0.5)
+            self.kill(node)
+        raise RuntimeError(f"`ray start {' '.join(args)}` failed 3 times; see {path}")
 
     def start_head(self, cpus: int = 0) -> subprocess.Popen:
         port = free_port()
@@ -115,20 +125,20 @@ class Cluster:
             f"--dashboard-port={free_port()}",
         )
 
-    def add_node(
-        self, cpus: int, gpus: int = 0, resources: dict | None = None, env: dict | None = None
-    ) -> subprocess.Popen:
+    def add_node(self, cpus: int, gpus: int = 0, label: str | None = None) -> subprocess.Popen:
+        """A worker node; `label` names a custom resource of 1 by which the test finds it."""
+        if label:
+            self.labels.add(label)
         return self._start(
             f"--address={self.address}",
             f"--num-cpus={cpus}",
             f"--num-gpus={gpus}",
-            f"--resources={json.dumps(resources or {})}",
+            f"--resources={json.dumps({label: 1} if label else {})}",
             "--node-ip-address=127.0.0.1",
-            env=env,
         )
 
-    def node_table(self, alive: int = 0, timeout_s: float = 90) -> list[dict]:
-        """Ray's node table, after waiting (up to timeout_s) until `alive` nodes are alive."""
+    def node_table(self, alive: int, timeout_s: float = 90) -> list[dict]:
+        """Ray's node table, once exactly `alive` nodes are alive (or timeout_s has passed)."""
         result = subprocess.run(
             [sys.executable, "-c", _NODES, self.address, str(alive), str(timeout_s)],
             env=self.env,
@@ -139,9 +149,21 @@ class Cluster:
         )
         return json.loads(result.stdout.strip().splitlines()[-1])
 
+    def labelled(self, alive: int) -> dict[str, str]:
+        """label -> node id of the labelled nodes alive, once `alive` nodes are."""
+        table = self.node_table(alive)
+        return {
+            key: node["NodeID"]
+            for node in table
+            if node["Alive"]
+            for key in node["Resources"]
+            if key in self.labels
+        }
+
     def kill(self, node: subprocess.Popen) -> None:
         """The node crashes: every process of its group gets SIGKILL at once."""
-        os.killpg(node.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
         node.wait(30)
 
     def stop(self) -> None:
