@@ -1,8 +1,8 @@
 """Ray clusters a test starts, kills and stops itself, and nothing else on the machine.
 
-Each node is one `ray start --block` process in a process group of its own, with the node's
+Each node is one `ray start --block` process leading a session of its own, with the node's
 Ray processes (GCS, raylet, agents, workers) in it: a node is stopped, or killed as a crash
-would, by signalling that group. Token authentication, free ports, and a private Ray temp
+would, by signalling the processes of that session. Token authentication, free ports, and a private Ray temp
 directory (RAY_TMPDIR): the cluster's `ray_current_cluster` file is the test's own, not the
 machine's `/tmp/ray` one that other Ray users rely on.
 """
@@ -45,8 +45,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def group_pids(pgid: int) -> set[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
+def session_pids(sid: int) -> set[int]:
+    """Live (not zombie) processes of a session, from /proc. A process started with
+    start_new_session=True leads one: Ray's daemons share its process group, but Ray puts
+    each worker in a process group of its own, in the same session."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -55,10 +57,17 @@ def group_pids(pgid: int) -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()  # state ppid pgrp ...
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        fields = stat.rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+        if fields[0] != "Z" and int(fields[3]) == sid:
             found.add(int(entry.name))
     return found
+
+
+def kill_session(sid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal every process of a session this test started, and nothing else."""
+    for pid in session_pids(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def command_line(pid: int) -> str:
@@ -102,7 +111,7 @@ class Cluster:
                     env=self.env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: the node's Ray processes
+                    start_new_session=True,  # its own session: the node's Ray processes
                 )
             self.nodes.append(node)
             deadline = time.monotonic() + 180
@@ -161,23 +170,21 @@ class Cluster:
         }
 
     def kill(self, node: subprocess.Popen) -> None:
-        """The node crashes: every process of its group gets SIGKILL at once."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(node.pid, signal.SIGKILL)
+        """The node crashes: every process it started gets SIGKILL at once."""
+        kill_session(node.pid)
         node.wait(30)
 
     def stop(self) -> None:
         """Stop every node this object started (SIGTERM, then SIGKILL), nothing else."""
         for node in reversed(self.nodes):
             for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 15)):
-                if not group_pids(node.pid):
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.pid, sig)
+                kill_session(node.pid, sig)
                 deadline = time.monotonic() + grace
-                while group_pids(node.pid) and time.monotonic() < deadline:
+                while session_pids(node.pid) and time.monotonic() < deadline:
                     time.sleep(0.2)
+                if not session_pids(node.pid):
+                    break
             node.wait(30)
-        left = {pid for node in self.nodes for pid in group_pids(node.pid)}
+        left = {pid for node in self.nodes for pid in session_pids(node.pid)}
         shutil.rmtree(self.tmp, ignore_errors=True)
         assert not left, f"processes left running: {sorted(left)}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_rows, tfscale
-from tests.ray_nodes import Cluster, command_line, free_port, group_pids
+from tests.ray_nodes import Cluster, command_line, free_port, session_pids
 
 pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
@@ -40,10 +40,10 @@ def run(tmp_path: Path, env: dict, *args: str) -> tuple[list[dict], dict]:
     return rows, environment
 
 
-def daemons(pgid: int) -> dict[int, str]:
+def daemons(sid: int) -> dict[int, str]:
     """The long-lived Ray processes of a node (GCS, raylet, dashboard, monitors): no workers,
     which Ray starts and ends on its own."""
-    pids = {pid: command_line(pid) for pid in group_pids(pgid)}
+    pids = {pid: command_line(pid) for pid in session_pids(sid)}
     return {pid: cmd for pid, cmd in pids.items() if cmd and not cmd.startswith("ray::")}
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_rows, tfscale
-from tests.ray_nodes import Cluster, command_line, group_pids
+from tests.ray_nodes import Cluster, command_line, kill_session, session_pids
 
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ AFTER_KILL_S = 90  # a run that waits out one reservation (300 s) cannot end wit
 
 
 def start(tmp: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """`tfscale run` in the background, in a process group of its own."""
+    """`tfscale run` in the background, leading a session of its own (its local Ray too)."""
     (tmp / "c.yaml").write_text(SWEEP)
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if not (env or {}).get("RAY_ADDRESS"):
@@ -67,7 +67,7 @@ def finish(process: subprocess.Popen, within_s: float) -> tuple[str, str]:
     try:
         return process.communicate(timeout=within_s)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)
         out, err = process.communicate()
         pytest.fail(f"still running {within_s:g} s after the node died:\n{err[-3000:]}")
 
@@ -172,14 +172,13 @@ def test_the_local_node_dying_stops_the_run_resumable_and_resume_finishes(tmp_pa
         # the raylet fate-shares with its dashboard agent: the local node dies with it
         (agent,) = [
             pid
-            for pid in group_pids(process.pid)
+            for pid in session_pids(process.pid)
             if command_line(pid).startswith("ray::DashboardAgent")
         ]
         os.kill(agent, signal.SIGKILL)
         out, err = finish(process, AFTER_KILL_S)
     finally:
-        if group_pids(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_session(process.pid)  # whatever of the run and its local Ray is left
     assert process.returncode == 3, err[-3000:]
     rows = read_rows(tmp_path / "run")
     assert rows[:2] == before and all(r["status"] == "ok" for r in rows) and len(rows) < 8
