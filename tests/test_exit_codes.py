@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import read_rows, tfscale
 from tfscale.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, exit_code
-from tfscale.results import tally
+from tfscale.tally import tally
 
 PLANNED = ["a", "b", "c", "d"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tfscale import __version__, config, plan
 from tfscale.errors import TfscaleError
-from tfscale.results import Tally, tally
+from tfscale.tally import Tally, tally
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PARTIAL = 0, 2, 3, 4
 
