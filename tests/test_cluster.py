@@ -91,9 +91,10 @@ def span(rows: list[dict]) -> tuple[datetime, datetime]:
 
 
 def sweep_on(
-    cluster: dict, tmp_path: Path, config: str, *extra: str, env: dict | None = None
+    cluster: dict, tmp_path: Path, config: str, *extra: str, env: dict | None = None, code: int = 0
 ) -> list[dict]:
-    """`tfscale run` against the cluster (`env`: more variables); the rows of the run."""
+    """`tfscale run` against the cluster (`env`: more variables, `code`: the exit code
+    expected); the rows of the run."""
     (tmp_path / "c.yaml").write_text(config)
     result = tfscale(
         "run",
@@ -106,12 +107,12 @@ def sweep_on(
         env={**cluster["env"], **(env or {})},
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == code, result.stderr[-3000:]
     return read_rows(tmp_path / "run")
 
 
 def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_path):
-    rows = sweep_on(cluster, tmp_path, CONFIG)
+    rows = sweep_on(cluster, tmp_path, CONFIG, code=4)  # gpu: unavailable (TF sees no GPU)
     assert len(rows) == 12 and len({r["point_id"] for r in rows}) == 12
     by_group = {g: [r for r in rows if r["group"] == g] for g in ("cpu", "mirrored:2", "gpu")}
     nodes = {g: {r["node_id"] for r in group} for g, group in by_group.items()}
@@ -128,8 +129,8 @@ def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_pa
 
 def test_node_with_gpus_tensorflow_cannot_see_fails_instead_of_measuring_the_cpu(cluster, tmp_path):
     one_point = CONFIG.replace("m: [256, 512, 1024, 2048]", "m: [64]")
-    (row,) = sweep_on(cluster, tmp_path, one_point, "--set", "groups=[gpu]")
-    assert row["status"] == "failed" and "median_s" not in row
+    (row,) = sweep_on(cluster, tmp_path, one_point, "--set", "groups=[gpu]", code=4)
+    assert row["status"] == "unavailable" and "median_s" not in row
     assert "Ray assigned 1 GPU" in row["reason"] and "TensorFlow sees 0" in row["reason"]
 
 
@@ -268,6 +269,7 @@ def test_a_member_giving_up_does_not_leave_the_others_in_a_collective(cluster, t
         "--set",
         "workload.data=host",
         env={"TFSCALE_TEST_FAIL": "64:1"},
+        code=4,
     )
     rows = {r["m"]: r for r in rows}
     assert rows[64]["status"] == "failed" and "injected failure of worker 1" in rows[64]["reason"]

@@ -2,8 +2,10 @@
 pinned to a node) or N per multi-worker group (STRICT_SPREAD), started, described, stopped.
 
 A request the cluster cannot satisfy is detected by a timeout on the placement group, never
-waited on forever. Driver side: imports Ray, never TensorFlow (the worker classes import it
-inside their methods, in the actor processes).
+waited on forever. Every wait on the cluster (a reservation, a start, a point) also watches
+the nodes it depends on and raises NodeLost within seconds of Ray marking one dead. Driver
+side: imports Ray, never TensorFlow (the worker classes import it inside their methods, in the
+actor processes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from tfscale.groups import Placement
+from tfscale.nodes import POLL_S, NodeLost, alive_nodes, node_death
 from tfscale.plan import Capacity, Point
 from tfscale.results import breakdown_fields
 from tfscale.timing import sample
@@ -65,12 +68,28 @@ class _Session:
     def running(self) -> bool:
         return self.actors is not None
 
-    @property
-    def error(self) -> str | None:
-        """Why the devices could not be set up (then every point fails with it)."""
-        return next((info["error"] for info in self.infos if info.get("error")), None)
+    def unusable(self) -> str | None:
+        """Why a started worker cannot measure on its node (no TensorFlow, or devices it cannot
+        set up): a property of the node, so the group is unavailable there, said once."""
+        for node, info in zip(self.nodes, self.infos, strict=False):
+            if info.get("error"):
+                return f"on node {self.addresses.get(node, node)}: {info['error']}"
+        return None
+
+    def lost(self) -> str | None:
+        """Why the cluster can no longer run these actors (a node died), or None."""
+        raise NotImplementedError
+
+    def _check(self) -> None:
+        why = self.lost()
+        if why:
+            self.stop()
+            raise NodeLost(why)
 
     def where(self) -> dict:
+        """The node(s) the actors run on, for the rows; nothing before they have started."""
+        if not self.nodes:
+            return {}
         return {
             "node": ",".join(self.addresses.get(n, n) for n in self.nodes),
             "node_id": ",".join(self.nodes),
@@ -87,12 +106,17 @@ class _Session:
         )
 
     def _reserve(self, strategy: str, selector: list | None = None) -> str | None:
+        """Reserve the group's resources; None when done, else why not within start_timeout_s.
+        Raises NodeLost as soon as a node it needs is marked dead, before or while waiting."""
+        self._check()
         p, timeout = self.placement, self.run.start_timeout_s
         bundles = [p.resources] * p.workers
         self.pg = placement_group(bundles, strategy=strategy, bundle_label_selector=selector)
-        ready, _ = ray.wait([self.pg.ready()], timeout=timeout)
-        if ready:
-            return None
+        deadline, ready = time.monotonic() + timeout, self.pg.ready()
+        while time.monotonic() < deadline:
+            if ray.wait([ready], timeout=min(POLL_S, max(deadline - time.monotonic(), 0)))[0]:
+                return None
+            self._check()
         self.stop()
         where = "on one node" if p.workers == 1 else f"on each of {p.workers} nodes"
         return (
@@ -115,7 +139,21 @@ class _Session:
 
     def each(self, method: str, *args, timeout: float) -> list:
         """Call a method on every actor at once (collectives need them all) and wait."""
-        return ray.get([getattr(a, method).remote(*args) for a in self.actors], timeout=timeout)
+        return self._wait([getattr(a, method).remote(*args) for a in self.actors], timeout)
+
+    def _wait(self, refs: list, timeout: float) -> list:
+        """`ray.get(refs, timeout)` that raises the first error as soon as it is there, and
+        NodeLost within POLL_S of a node it depends on being marked dead."""
+        deadline, pending = time.monotonic() + timeout, list(refs)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GetTimeoutError(f"not done within {timeout:g} s")
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(POLL_S, left))
+            ray.get(ready)
+            if pending:
+                self._check()
+        return ray.get(list(refs))
 
     def stop(self) -> None:
         for actor in self.actors or []:
@@ -133,8 +171,12 @@ class GroupSession(_Session):
         super().__init__(placement, addresses, run)
         self.node_id = node_id
 
+    def lost(self) -> str | None:
+        return node_death([self.node_id])
+
     def start(self) -> str | None:
-        """Start the actor; None when ready, else why the cluster cannot serve the group."""
+        """Start the actor; None when ready, else why the cluster cannot serve the group.
+        Raises NodeLost if its node dies meanwhile."""
         why = self._reserve("STRICT_PACK", [{"ray.io/node-id": self.node_id}])
         if why:
             return why
@@ -144,13 +186,17 @@ class GroupSession(_Session):
         try:
             [info] = self.each("describe", timeout=self.run.start_timeout_s + 120)
         except (GetTimeoutError, RayActorError, RayTaskError) as exc:
+            self._check()
             self.stop()
             return f"the worker did not start: {last_line(exc)}"
         self.nodes = [self.node_id]
         self.infos = [
             {**info, "node_id": self.node_id, "actor_start_s": time.perf_counter() - started}
         ]
-        return None
+        why = self.unusable()
+        if why:
+            self.stop()
+        return why
 
     def describe(self) -> dict:
         return self.infos[0]
@@ -166,6 +212,17 @@ class GroupSession(_Session):
 class CollectiveSession(_Session):
     """The N actors of a multiworker:NxK group, one per node (STRICT_SPREAD), one strategy."""
 
+    def lost(self) -> str | None:
+        """A member's node died, or too few live nodes are left to place the members on."""
+        death = node_death(self.nodes)
+        if death:
+            return death
+        p = self.placement
+        able = [n for n in alive_nodes(POLL_S) if n.cpus >= p.num_cpus and n.gpus >= p.num_gpus]
+        if len(able) < p.workers:
+            return f"{len(able)} live node(s) can hold one of its {p.workers} workers"
+        return None
+
     def start(self) -> str | None:
         why = self._reserve("STRICT_SPREAD")
         if why:
@@ -179,7 +236,7 @@ class CollectiveSession(_Session):
                 f"{self.addresses[n]}:{port}" for n, port in zip(self.nodes, ports, strict=True)
             ]
             timeout = min(run.point_timeout_s, 600)
-            self.infos = ray.get(
+            self.infos = self._wait(
                 [
                     member.connect.remote(
                         json.dumps(
@@ -193,9 +250,13 @@ class CollectiveSession(_Session):
                 timeout=run.start_timeout_s + 120,
             )
         except (GetTimeoutError, RayActorError, RayTaskError) as exc:
+            self._check()
             self.stop()
             return f"the workers did not start: {last_line(exc)}"
-        return None
+        why = self.unusable()
+        if why:
+            self.stop()
+        return why
 
     def describe(self) -> dict:
         return {"members": self.infos, "node_ids": self.nodes}
@@ -211,9 +272,12 @@ class CollectiveSession(_Session):
         order = list(pending)
         done: dict = {}
         while pending:
-            ready, pending = ray.wait(pending, timeout=max(deadline - time.perf_counter(), 0))
-            if not ready:
+            left = deadline - time.perf_counter()
+            if left <= 0:
                 raise GetTimeoutError("point_timeout_s")
+            ready, pending = ray.wait(pending, timeout=min(POLL_S, left))
+            if not ready:
+                self._check()
             for ref in ready:
                 done[ref] = ray.get(ref)
                 if done[ref]["status"] not in ("ok", "skipped"):

@@ -1,7 +1,10 @@
 """`tfscale run | validate | report | compare`: the user's entry point.
 
-Exit codes: 0 complete; 2 bad config or usage (nothing run, nothing written); 3 interrupted
-(resumable); 4 complete but partial (some groups unavailable on this cluster).
+Exit codes of `tfscale run`, always from the whole results file (a resumed run says the same
+as one that ran through): 0 every planned point `ok`, or `skipped` by the memory plan; 2 bad
+config or usage (nothing run, nothing written); 3 interrupted, or the cluster lost every node
+that could serve the rest (resumable with --resume); 4 complete, but some points
+`unavailable`, `failed`, `oom` or `timeout`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from tfscale import __version__, config, plan
 from tfscale.errors import TfscaleError
+from tfscale.tally import Tally, tally
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PARTIAL = 0, 2, 3, 4
 
@@ -184,14 +188,24 @@ def cmd_run(args) -> int:
     from tfscale import report
 
     report.write_report(store, experiment)
-    if outcome is None or outcome.interrupted:
+    where = tally(store.rows()[0], [point.point_id for point in points])
+    code = exit_code(where)
+    if code == EXIT_INTERRUPTED:
+        why = f": {'; '.join(outcome.lost)}" if outcome and outcome.lost else ""
         print(
-            f"tfscale: interrupted; finish with: tfscale run --resume {store.path}", file=sys.stderr
+            f"tfscale: interrupted{why}; finish with: tfscale run --resume {store.path}",
+            file=sys.stderr,
         )
-        print(store.path)
-        return EXIT_INTERRUPTED
+    print(f"tfscale: {where.line()}", file=sys.stderr)
     print(store.path)
-    return EXIT_PARTIAL if outcome.unavailable else EXIT_OK
+    return code
+
+
+def exit_code(where: Tally) -> int:
+    """3 while planned points have no row; else 0 if all are ok or skipped, else 4."""
+    if not where.complete:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if where.all_measured else EXIT_PARTIAL
 
 
 def _merge_workers(store, environment: dict) -> dict:

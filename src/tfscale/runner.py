@@ -3,8 +3,13 @@
 Groups the cluster cannot serve are written as `unavailable` rows before any measurement.
 Each available group gets one long-lived actor (TensorFlow imported and devices set up once),
 inside a one-bundle placement group, so a request the cluster cannot satisfy is detected with
-a timeout instead of waiting forever. Groups run one after another, so no two measurements
-share a node at the same time. Each row is stored before the next point is asked for.
+a timeout instead of waiting forever. Groups on different nodes run at the same time; on one
+node, one after another. Each row is stored before the next point is asked for.
+
+A node that dies takes no row with it: its groups' remaining points (the one in flight too)
+move to other live nodes that can serve them, in a new round of scheduling once the current
+one is done; where no live node can, they are left for `--resume` (Outcome.lost) instead of
+being written off point by point. A reservation that fails decides the rest of its group.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from tfscale.actors import CollectiveSession, GroupSession, last_line
 from tfscale.config import Experiment
 from tfscale.errors import TfscaleError
-from tfscale.groups import NodeInfo, NodePlan, Placement, place, schedule
+from tfscale.groups import Placement, place, schedule
+from tfscale.nodes import NodeLost, alive_nodes
 from tfscale.plan import Point, fits
 from tfscale.progress import Progress
 from tfscale.results import now, ok_row, terminal_row
@@ -64,29 +70,13 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def alive_nodes() -> list[NodeInfo]:
-    nodes = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        resources = node.get("Resources", {})
-        nodes.append(
-            NodeInfo(
-                node_id=node["NodeID"],
-                address=node.get("NodeManagerAddress", "?"),
-                cpus=resources.get("CPU", 0.0),
-                gpus=resources.get("GPU", 0.0),
-                memory_bytes=resources.get("memory", 0.0),
-            )
-        )
-    return nodes
+class GroupUnavailable(Exception):
+    """The cluster could not reserve a group's resources again: the rest of it is unavailable."""
 
 
 @dataclass
 class Outcome:
-    rows: int = 0
-    unavailable: list[str] = field(default_factory=list)
-    interrupted: bool = False
+    lost: list[str] = field(default_factory=list)  # groups left for --resume, and why
     workers: dict[str, dict] = field(default_factory=dict)
 
 
@@ -97,17 +87,17 @@ class Runner:
         self.timing = experiment.timing.model_dump()
         self.outcome = Outcome()
         self._addresses: dict[str, str] = {}
+        self._moved: dict[str, list[Point]] = {}  # group -> points a dead node left behind
+        self._deaths: dict[str, str] = {}  # group -> the node death that moved it
         self._lock = threading.Lock()  # rows come from one thread per node
 
     def _write(self, point: Point, row: dict) -> None:
         with self._lock:
             self.store.append(row)
-            self.outcome.rows += 1
             self.progress.finish_point(point, row)
 
     def run(self, points: list[Point]) -> Outcome:
         nodes = alive_nodes()
-        self._addresses = {node.node_id: node.address for node in nodes}
         by_group = {
             entry.group: [p for p in points if p.group == entry.group]
             for entry in self.experiment.groups
@@ -122,18 +112,40 @@ class Runner:
                 self._all_unavailable(placement, by_group[entry.group], placement.unavailable)
             elif by_group[entry.group]:
                 placements.append(placement)
-        work = {group: len(mine) for group, mine in by_group.items()}
-        plans, impossible = schedule(placements, nodes, work, self.experiment.run.isolation)
-        for placement in placements:
-            if placement.group in impossible:
-                self._all_unavailable(
-                    placement, by_group[placement.group], impossible[placement.group]
-                )
-        lookup = {p.group: p for p in placements}
-        threads = [
-            threading.Thread(
-                target=self._run_node, args=(node_id, plan, lookup, by_group), daemon=True
+        todo = {p.group: by_group[p.group] for p in placements}
+        first = True
+        while not self.stop_requested():
+            todo = self._round(
+                [p for p in placements if p.workers == 1 and todo[p.group]], todo, nodes, first
             )
+            if not any(todo[p.group] for p in placements if p.workers == 1):
+                break
+            nodes, first = alive_nodes(), False
+        # multi-worker groups span several nodes: they run alone, after the per-node work
+        for placement in placements:
+            left = todo.get(placement.group, []) if placement.workers > 1 else []
+            while left and not self.stop_requested():
+                left = self._run_collective(placement, left)
+        return self.outcome
+
+    def _round(self, placements: list[Placement], todo: dict, nodes, first: bool) -> dict:
+        """Schedule the per-node groups that have points left on these nodes and run them;
+        the points that nodes dying left behind. In the first round a group no node can hold
+        is unavailable; later, one that lost its node and has nowhere to go is left."""
+        self._addresses.update({node.node_id: node.address for node in nodes})
+        work = {p.group: len(todo[p.group]) for p in placements}
+        plans, impossible = schedule(placements, nodes, work, self.experiment.run.isolation)
+        for group, reason in impossible.items():
+            placement = next(p for p in placements if p.group == group)
+            if first:
+                self._all_unavailable(placement, todo[group], reason)
+            else:
+                left = reason if nodes else "no live node is left"
+                self._lose(group, todo[group], f"no live node can take its points ({left})")
+        lookup = {p.group: p for p in placements}
+        self._moved = {}
+        threads = [
+            threading.Thread(target=self._run_node, args=(node_id, plan, lookup, todo), daemon=True)
             for node_id, plan in plans.items()
         ]
         for thread in threads:
@@ -141,26 +153,38 @@ class Runner:
         for thread in threads:
             while thread.is_alive():  # join in slices so the main thread still takes signals
                 thread.join(0.2)
-        # multi-worker groups span several nodes: they run alone, after the per-node work
-        for placement in placements:
-            if placement.workers > 1 and not self.stop_requested():
-                self._run_collective(placement, by_group[placement.group])
-        self.outcome.interrupted = bool(self.stop_requested()) and self.outcome.rows < len(points)
-        return self.outcome
+        return {**todo, **{p.group: [] for p in placements}, **self._moved}
 
-    def _all_unavailable(self, placement: Placement, points: list[Point], reason: str) -> None:
+    def _all_unavailable(
+        self, placement: Placement, points: list[Point], reason: str, **where
+    ) -> None:
+        """Every point of the group `unavailable`, said once; `where`: the node(s) tried."""
         if not points:
             return
-        self.outcome.unavailable.append(f"{placement.group}: {reason}")
         self.progress.message(f"{placement.group}: unavailable: {reason}")
         for point in points:
-            self._write(point, self._unavailable(point, placement, reason))
+            row = terminal_row(
+                point, "unavailable", reason, emulated=placement.emulated, attempt=0, **where
+            )
+            self._write(point, row)
 
-    def _run_node(self, node_id: str, plan: NodePlan, lookup: dict, by_group: dict) -> None:
+    def _move(self, group: str, points: list[Point], death: NodeLost) -> list[Point]:
+        """A node died under the group: its unwritten points wait for another node."""
+        self._deaths[group] = str(death)
+        self.progress.message(f"{group}: {death}; {len(points)} point(s) left to place elsewhere")
+        return points
+
+    def _lose(self, group: str, points: list[Point], reason: str) -> None:
+        """No live node can serve the rest of a group: no rows, the run stays resumable."""
+        why = "; ".join(filter(None, [self._deaths.get(group), reason]))
+        self.outcome.lost.append(f"{group}: {why}")
+        self.progress.message(f"{group}: {why}; {len(points)} point(s) left for --resume")
+
+    def _run_node(self, node_id: str, plan, lookup: dict, todo: dict) -> None:
         for phase in plan:
             lanes = [
                 threading.Thread(
-                    target=self._run_lane, args=(node_id, lane, lookup, by_group), daemon=True
+                    target=self._run_lane, args=(node_id, lane, lookup, todo), daemon=True
                 )
                 for lane in phase
             ]
@@ -169,57 +193,79 @@ class Runner:
             for lane in lanes:
                 lane.join()
 
-    def _run_lane(self, node_id: str, lane: list[str], lookup: dict, by_group: dict) -> None:
+    def _run_lane(self, node_id: str, lane: list[str], lookup: dict, todo: dict) -> None:
         for group in lane:
             if self.stop_requested():
                 return
-            self._run_group(lookup[group], node_id, by_group[group])
+            session = GroupSession(lookup[group], node_id, self._addresses, self.experiment.run)
+            left = self._run_session(session, todo[group])
+            if left:
+                with self._lock:
+                    self._moved[group] = left
 
-    def _unavailable(self, point: Point, placement: Placement, reason: str) -> dict:
-        return terminal_row(point, "unavailable", reason, emulated=placement.emulated, attempt=0)
+    def _run_collective(self, placement: Placement, points: list[Point]) -> list[Point]:
+        """One try of a multi-worker group; the points left if a member's node died and the
+        live nodes can still hold the group (a new try), none once it is done or lost."""
+        nodes = alive_nodes()
+        self._addresses.update({node.node_id: node.address for node in nodes})
+        if placement.group in self._deaths:
+            again = place(placement.group, self.experiment.emulate, nodes, None, placement.threads)
+            if again.unavailable:
+                why = f"the live nodes cannot take its points ({again.unavailable})"
+                self._lose(placement.group, points, why)
+                return []
+        session = CollectiveSession(placement, self._addresses, self.experiment.run)
+        return self._run_session(session, points)
 
-    def _run_group(self, placement: Placement, node_id: str, points: list[Point]) -> None:
-        session = GroupSession(placement, node_id, self._addresses, self.experiment.run)
-        self._run_session(session, points)
-
-    def _run_collective(self, placement: Placement, points: list[Point]) -> None:
-        self._run_session(
-            CollectiveSession(placement, self._addresses, self.experiment.run), points
-        )
-
-    def _run_session(self, session, points: list[Point]) -> None:
-        why = session.start()
-        if why:
-            self._all_unavailable(session.placement, points, why)
-            return
-        self.outcome.workers[session.placement.group] = session.describe()
+    def _run_session(self, session, points: list[Point]) -> list[Point]:
+        """Measure the points in order; the ones left unwritten because a node died."""
+        group = session.placement.group
         try:
-            for point in points:
+            why = session.start()
+        except NodeLost as death:
+            return self._move(group, points, death)
+        if why:
+            self._all_unavailable(session.placement, points, why, **session.where())
+            return []
+        self.outcome.workers[group] = session.describe()
+        if group in self._deaths:
+            self.progress.message(f"{group}: continues on node {session.where()['node']}")
+        try:
+            for i, point in enumerate(points):
                 if self.stop_requested():
-                    return
+                    return []
                 self.progress.start_point(point)
-                self._write(point, self._measure(session, point))
+                try:
+                    row = self._measure(session, point)
+                except NodeLost as death:
+                    return self._move(group, points[i:], death)
+                except GroupUnavailable as why:  # decided once for the rest of the group
+                    self._all_unavailable(
+                        session.placement, points[i:], str(why), **session.where()
+                    )
+                    return []
+                self._write(point, row)
         finally:
             session.stop()
+        return []
 
     def _measure(self, session, point: Point) -> dict:
         """One point, with the faults a cluster has: a dead worker is recreated and the point
-        retried (then failed), a point past point_timeout_s is a timeout, a bug is a failure."""
+        retried (then failed), a point past point_timeout_s is a timeout, a bug is a failure.
+        Raises NodeLost when the node died, GroupUnavailable when a restart cannot reserve."""
         run, placement = self.experiment.run, session.placement
         reason = None
         for attempt in range(1, run.max_attempts + 1):
             if not session.running:
                 why = session.start()
                 if why:
-                    return self._unavailable(point, placement, why)
+                    raise GroupUnavailable(why)
             context = {
                 "emulated": placement.emulated,
                 "attempt": attempt,
                 **session.where(),
                 "threads": placement.threads,
             }
-            if session.error:  # the devices could not be set up: say why
-                return terminal_row(point, "failed", session.error, **context)
             too_big = fits(point, session.capacity(), run.memory_fraction)
             if too_big:
                 return terminal_row(point, "skipped", too_big, **context)
@@ -236,6 +282,10 @@ class Runner:
             except RayActorError as exc:  # in a collective, the others would wait: stop all
                 session.stop()
                 reason = f"worker died (attempt {attempt}): {str(exc).splitlines()[0][:300]}"
+                # start again now: a dead node is noticed here, before any row is written
+                why = session.start()
+                if why:
+                    raise GroupUnavailable(why) from None
                 continue
             status = result.pop("status")
             if status != "ok":
