@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _cluster import local_cluster, tfscale_run, token_env
 
-from tfscale import analysis
+from tfscale import analysis, models
 
 CONFIG = """\
 name: multiworker
@@ -63,9 +63,9 @@ def main() -> int:
                 f"| {base['median_s'] / row['median_s']:.2f}x "
                 f"| {row['network_bytes'] / 1e6:.2f} |"
             )
-    models = analysis.cost_models(series)
+    fitted = models.cost_models(series)
     print("\ncost models (time = t0 + flops / peak [+ network bytes / bandwidth]):")
-    for (group, _, data), model in sorted(models.items()):
+    for (group, _, data), model in sorted(fitted.items()):
         network = f", network {model.network_gbps:.3g} GB/s" if model.network_gbps else ""
         print(
             f"- {group} {data}: t0 {model.t0_s * 1e6:.1f} us, {model.peak_gflops:.0f} GFLOP/s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfscale import analysis
+from tfscale import analysis, models
 from tfscale.plan import Point
 from tfscale.results import ok_row
 
@@ -78,7 +78,7 @@ def test_pairs_cover_baseline_gpu_and_smaller_mirrored():
 def test_cost_model_recovers_known_overhead_and_peak():
     t0, peak = 50e-6, 200.0  # s, GFLOP/s
     rows = rows_for("cpu", {m: t0 + 2 * m * 64 * 64 / (peak * 1e9) for m in SIZES}, spread=0)
-    model = analysis.fit_cost_model(rows)
+    model = models.fit_cost_model(rows)
     assert model.t0_s == pytest.approx(t0, rel=1e-6)
     assert model.peak_gflops == pytest.approx(peak, rel=1e-6)
     assert model.max_rel_residual < 1e-9
@@ -110,7 +110,7 @@ def test_models_predict_a_crossover_beyond_the_sweep():
 def test_a_poor_fit_predicts_nothing():
     cpu = rows_for("cpu", {1: 1.0, 10: 0.001, 100: 1.0, 1000: 0.001, 10000: 1.0}, spread=0)
     gpu = rows_for("gpu", {m: 1e-3 for m in SIZES}, spread=0)
-    model = analysis.fit_cost_model(cpu)
+    model = models.fit_cost_model(cpu)
     assert not model.fits_well
     (verdict,) = analysis.verdicts(cpu + gpu, ["cpu", "gpu"], "cpu")
     assert verdict.predicted_x is None
@@ -130,7 +130,7 @@ def test_cost_model_is_not_dragged_by_one_noisy_point():
     t0, peak = 50e-6, 200.0
     times = {m: t0 + 2 * m * 64 * 64 / (peak * 1e9) for m in [1, 3, 10, 30, 100, 300, 1000, 3000]}
     times[100] *= 3  # one point hit by noise
-    model = analysis.fit_cost_model(rows_for("cpu", times, spread=0))
+    model = models.fit_cost_model(rows_for("cpu", times, spread=0))
     assert model.t0_s == pytest.approx(t0, rel=0.05)
     assert model.peak_gflops == pytest.approx(peak, rel=0.05)
     assert model.max_rel_residual == pytest.approx(2 / 3, rel=0.01)  # reported, not hidden
@@ -159,9 +159,9 @@ def test_network_bytes_count_the_shards_that_leave_worker_0():
 def test_network_term_is_fitted_against_the_same_groups_device_curve():
     device = network_rows(20e-6, 400e9, 1e9, "device")  # no network bytes in device mode
     host = network_rows(500e-6, 400e9, 1e9, "host")
-    models = analysis.cost_models(analysis.curves(device + host))
-    assert models[(MW, "float32", "device")].network_gbps is None
-    model = models[(MW, "float32", "host")]
+    fitted = models.cost_models(analysis.curves(device + host))
+    assert fitted[(MW, "float32", "device")].network_gbps is None
+    model = fitted[(MW, "float32", "host")]
     assert model.network_gbps == pytest.approx(1.0, rel=1e-3)
     assert model.t0_s == pytest.approx(500e-6, rel=1e-3)
     assert model.peak_gflops == pytest.approx(400, rel=1e-6)
@@ -170,7 +170,7 @@ def test_network_term_is_fitted_against_the_same_groups_device_curve():
 def test_network_term_is_not_invented_where_bytes_grow_with_flops():
     """Along an m sweep network bytes are proportional to flops: without the device curve the
     two terms cannot be told apart, so the model has none (compute absorbs it)."""
-    model = analysis.cost_models(analysis.curves(network_rows(500e-6, 400e9, 1e9, "host")))[
+    model = models.cost_models(analysis.curves(network_rows(500e-6, 400e9, 1e9, "host")))[
         (MW, "float32", "host")
     ]
     assert model.network_gbps is None and model.fits_well

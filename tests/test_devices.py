@@ -1,10 +1,30 @@
-"""GPU-only paths, tested on their logic (no GPU here)."""
+"""GPU-only paths, tested on their logic with recorded outputs (no GPU here)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tfscale.devices import DeviceError, check_gpu_count, parse_gpu_memory
+from tfscale.worker.devices import DeviceError, check_gpu_count, pinned_bytes
+from tfscale.worker.gpus import (
+    GpuInfo,
+    bus_key,
+    complete,
+    parse_description,
+    parse_nvidia_smi,
+    supports_tf32,
+)
+
+# `nvidia-smi --query-gpu=index,uuid,pci.bus_id,name,memory.total,driver_version
+#  --format=csv,noheader,nounits` on a machine whose PCI order differs from CUDA's
+SMI = """\
+0, GPU-1b2c3d4e-0000-1111-2222-333344445555, 00000000:07:00.0, NVIDIA A100-SXM4-40GB, 40960, 550.54.15
+1, GPU-9f8e7d6c-0000-1111-2222-333344445555, 00000000:0F:00.0, NVIDIA A100-SXM4-80GB, 81920, 550.54.15
+"""
+# TensorFlow's physical_device_desc of the one GPU Ray gave this worker (CUDA_VISIBLE_DEVICES
+# names it by CUDA's order, which is not nvidia-smi's)
+TF_DESC = (
+    "device: 0, name: NVIDIA A100-SXM4-80GB, pci bus id: 0000:0f:00.0, compute capability: 8.0"
+)
 
 
 def test_gpus_that_tensorflow_cannot_see_are_an_error_not_a_cpu_run():
@@ -17,7 +37,38 @@ def test_gpus_that_tensorflow_cannot_see_are_an_error_not_a_cpu_run():
     check_gpu_count(4, 2, "0,1,2,3", built_with_cuda=True)
 
 
-def test_gpu_memory_is_read_from_nvidia_smi_output():
-    assert parse_gpu_memory("81559\n81559\n") == 81559 * 2**20
-    assert parse_gpu_memory("40960\n81559\n") == 40960 * 2**20
-    assert parse_gpu_memory("[N/A]\n") is None
+def test_a_gpu_is_matched_to_nvidia_smi_by_pci_bus_not_by_index():
+    assert bus_key("00000000:0F:00.0") == bus_key("0000:0f:00.0")
+    gpu = parse_description(TF_DESC, 80_000_000_000)
+    assert gpu == GpuInfo("NVIDIA A100-SXM4-80GB", "0000:0f:00.0", "8.0", 80_000_000_000)
+    (done,) = complete([gpu], parse_nvidia_smi(SMI))
+    assert done.uuid.startswith("GPU-9f8e") and done.driver == "550.54.15"
+    assert done.memory_bytes == 80_000_000_000  # what TensorFlow may use, not the card's total
+
+
+def test_a_mig_slice_keeps_tensorflows_memory_and_nvidia_smi_fills_what_tensorflow_lacks():
+    mig = parse_description(
+        "device: 0, name: NVIDIA A100-SXM4-40GB MIG 1g.5gb, pci bus id: 0000:07:00.0, "
+        "compute capability: 8.0",
+        4_800_000_000,
+    )
+    (done,) = complete([mig], parse_nvidia_smi(SMI))
+    assert done.memory_bytes == 4_800_000_000  # the slice, not the 40 GB card
+    no_limit = parse_description(TF_DESC, None)
+    (filled,) = complete([no_limit], parse_nvidia_smi(SMI))
+    assert filled.memory_bytes == 81920 * 2**20
+    (alone,) = complete([no_limit], parse_nvidia_smi(""))  # nvidia-smi missing
+    assert alone.memory_bytes is None and alone.driver is None
+    assert parse_nvidia_smi("[N/A]\nNo devices were found\n") == {}
+
+
+def test_tf32_needs_ampere_or_newer():
+    assert supports_tf32("8.0") and supports_tf32("9.0") and supports_tf32("8.9")
+    assert not supports_tf32("7.0") and not supports_tf32("7.5") and not supports_tf32(None)
+
+
+def test_pinned_host_pool_follows_tensorflows_variable(monkeypatch):
+    monkeypatch.delenv("TF_GPU_HOST_MEM_LIMIT_IN_MB", raising=False)
+    assert pinned_bytes() == 64 * 2**30
+    monkeypatch.setenv("TF_GPU_HOST_MEM_LIMIT_IN_MB", "1024")
+    assert pinned_bytes() == 2**30

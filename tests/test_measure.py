@@ -1,5 +1,6 @@
-"""The measuring core on real TensorFlow (CPU, emulated devices), each case in a fresh process
-because logical devices must be configured before TensorFlow initialises."""
+"""The measuring core on real TensorFlow (CPU, emulated devices), proven from the graph
+TensorFlow really executed. Each case runs in a fresh process, because logical devices must be
+configured before TensorFlow initialises; cases share a process where they can."""
 
 from __future__ import annotations
 
@@ -11,123 +12,226 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.slow
 
 TIMING = dict(warmup=2, min_repeats=3, min_time_s=0.05, max_time_s=2, min_block_s=0.005)
 
 
 def in_worker(body: str) -> dict:
-    """Run `body` in a fresh Python with a GroupWorker set up; it must print one JSON line."""
-    code = "import json\nfrom tfscale.worker import GroupWorker\n" + textwrap.dedent(body)
+    """Run `body` in a fresh Python; it must print one JSON line last."""
+    code = (
+        "import json\nfrom tfscale.worker import GroupWorker\nfrom tfscale.plan import Point\n"
+        + f"TIMING = {TIMING!r}\n"
+        + textwrap.dedent(body)
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_loop_time_scales_with_iterations_so_it_is_not_optimised_away():
-    out = in_worker(
-        """
-        import time, tensorflow as tf
-        from tfscale.plan import Point
-        from tfscale.measure import Measurer
-        worker = GroupWorker("cpu", "cpu", 1, False, 2)
-        m = Measurer(worker.devices)
-        point = Point("cpu", 256, 256, 256, "float32", "device")
-        xs, ws = m.operands(point)
-        fn = m._function("device")
-        fn(xs[0], ws[0], tf.constant(1)).numpy()
-        def best(n):
-            times = []
-            for _ in range(7):
-                start = time.perf_counter(); fn(xs[0], ws[0], tf.constant(n)).numpy()
-                times.append(time.perf_counter() - start)
-            return min(times)
-        print(json.dumps({"t20": best(20), "t40": best(40), "t80": best(80)}))
-        """
-    )
-    assert 1.5 < out["t40"] / out["t20"] < 2.6
-    assert 1.5 < out["t80"] / out["t40"] < 2.6
+def point(group: str, m: int, k: int, n: int, **extra) -> dict:
+    return {"group": group, "m": m, "k": k, "n": n, "dtype": "float32", "data": "device", **extra}
 
 
-def test_cpu_point_reports_samples_devices_and_a_passing_numerical_check():
-    out = in_worker(
+@pytest.fixture(scope="module")
+def mirrored():
+    """One emulated mirrored:2 worker measuring every op, the executed graph of each kept."""
+    return in_worker(
         f"""
-        worker = GroupWorker("cpu", "cpu", 1, False, 2)
-        row = worker.run_point(dict(group="cpu", m=1, k=100, n=1, dtype="float32", data="device"), {TIMING})
-        print(json.dumps({{"row": row, "describe": worker.describe()}}))
-        """
-    )
-    row = out["row"]
-    assert row["status"] == "ok" and row["timing"] == "graph_loop"
-    assert row["devices"] == ["CPU:0"] and row["inner"] > 1
-    assert row["numerics_error"] < 1e-5
-    assert row["loop_scaling"] is not None
-    assert len(row["samples"]) >= TIMING["min_repeats"]
-    assert row["call_s"] > np.median(
-        row["samples"]
-    )  # one Python call costs more than one iteration
-    devices = out["describe"]["devices"]
-    assert devices["intra_op_threads"] == 2 and devices["emulated"] is False
+        import tensorflow as tf
+        from tfscale.worker import graph
+        from tfscale.worker.measure import Measurer
 
+        recorded = {{}}
+        original = graph.read
+        def keep(metadata, kernels):
+            executed = original(metadata, kernels)
+            nodes = [(n.op, n.name, n.device.rsplit("device:", 1)[-1])
+                     for f in metadata.function_graphs for g in f.partition_graphs for n in g.node]
+            recorded.setdefault("last", []).append(nodes)
+            return executed
+        graph.read = keep
 
-@pytest.mark.parametrize("data", ["device", "host"])
-def test_emulated_mirrored_places_one_matmul_per_replica(data):
-    out = in_worker(
-        f"""
         worker = GroupWorker("mirrored:2", "mirrored", 2, True, 2)
-        rows = [worker.run_point(dict(group="mirrored:2", m=m, k=64, n=32, dtype=dt, data="{data}"), {TIMING})
-                for m, dt in ((5, "float32"), (64, "float64"), (1, "bfloat16"))]
+        out = {{}}
+        cases = {{
+            "matmul_device": {point("mirrored:2", 6, 32, 16)!r},
+            "matmul_host": {point("mirrored:2", 6, 32, 16, data="host")!r},
+            "train_strong": {point("mirrored:2", 24, 16, 8, op="train_step")!r},
+            "train_weak": {point("mirrored:2", 12, 16, 8, op="train_step", scaling="weak")!r},
+            "allreduce": {point("mirrored:2", 5, 0, 12, op="allreduce")!r},
+            "tf32": {point("mirrored:2", 6, 32, 16)!r} | {{"dtype": "tf32"}},
+        }}
+        for name, coordinates in cases.items():
+            recorded.clear()
+            row = worker.run_point(coordinates, TIMING)
+            row["nodes"] = recorded.get("last", [[]])[0]
+            out[name] = row
+        print(json.dumps(out))
+        """
+    )
+
+
+def in_loop(nodes: list, op: str) -> list[str]:
+    return sorted(device for kind, name, device in nodes if kind == op and "while" in name)
+
+
+def test_a_device_loop_runs_wholly_on_each_replica_device(mirrored):
+    row = mirrored["matmul_device"]
+    assert row["status"] == "ok", row
+    # one partition per replica, and no transfer between them inside the timed loop
+    assert row["executed"] == {"partitions": 2, "loop_transfers": 0, "parallel_iterations": [1]}
+    transfers = [n for n in row["nodes"] if n[0] in ("_Send", "_Recv") and "while" in n[1]]
+    assert transfers == []
+    # the evidence is the matmuls that ran inside the loop, one on each replica's device
+    assert in_loop(row["nodes"], "MatMul") == ["CPU:0", "CPU:1"] == row["devices"]
+
+
+def test_host_data_copies_x_in_and_y_out_every_iteration_one_iteration_at_a_time(mirrored):
+    row = mirrored["matmul_host"]
+    assert row["status"] == "ok" and row["numerics_error"] < 1e-5, row
+    # X crosses host -> CPU:1 and Y CPU:1 -> host inside the loop (CPU:0 is the host itself);
+    # the loop runs one iteration at a time, so iteration i+1's copy of X waits for
+    # iteration i's copy of Y
+    assert row["executed"]["parallel_iterations"] == [1]
+    assert row["executed"]["loop_transfers"] >= 4  # a send and a receive each way
+    # the corner that ends a block is sliced where Y is: on the host, after the loop
+    slices = [d for kind, name, d in row["nodes"] if kind == "StridedSlice" and "while" not in name]
+    assert slices and set(slices) == {"CPU:0"}, slices
+
+
+def test_train_step_runs_three_matmuls_per_replica_and_matches_numpy(mirrored):
+    for case in ("train_strong", "train_weak"):
+        row = mirrored[case]
+        assert row["status"] == "ok", row
+        # forward, dW and dX on each replica: dX is not pruned
+        assert in_loop(row["nodes"], "MatMul") == ["CPU:0"] * 3 + ["CPU:1"] * 3
+        assert row["devices"] == ["CPU:0", "CPU:1"]
+        assert row["numerics_error"] < 1e-4  # W after the warm-up steps vs NumPy float64
+        assert row["all_reduce"] == "collective"  # read back from the strategy
+        # the breakdown, timed like the step: the step without its all-reduce, and the
+        # all-reduce of dW alone
+        assert row["compute_s"] > 0 and row["allreduce_s"] > 0
+        assert len(row["compute_samples_s"]) >= TIMING["min_repeats"]
+        assert row["compute_s"] < np.median(row["samples"])
+
+
+def test_allreduce_sums_every_replica(mirrored):
+    row = mirrored["allreduce"]
+    assert row["status"] == "ok" and row["numerics_error"] < 1e-6, row
+    assert row["devices"] == ["CPU:0", "CPU:1"]  # the collective ran on both devices
+    assert row["loop_scaling"] is not None
+
+
+def test_float32_is_fp32_and_tf32_is_skipped_without_a_gpu(mirrored):
+    assert mirrored["matmul_device"]["precision"] == "fp32"
+    tf32 = mirrored["tf32"]
+    assert tf32["status"] == "skipped" and "TF32" in tf32["reason"]
+
+
+def test_cpu_group_measures_every_op_and_says_what_it_cannot():
+    out = in_worker(
+        f"""
+        import time, tensorflow as tf
+        from tfscale.worker.measure import Measurer
+        worker = GroupWorker("cpu", "cpu", 1, False, 2)
+        rows = {{
+            name: worker.run_point(coordinates, TIMING)
+            for name, coordinates in {{
+                "dot": {point("cpu", 1, 100, 1)!r},
+                "train": {point("cpu", 16, 8, 4, op="train_step")!r},
+                "allreduce": {point("cpu", 4, 0, 4, op="allreduce")!r},
+                "tf32": {point("cpu", 4, 4, 4)!r} | {{"dtype": "tf32"}},
+            }}.items()
+        }}
+        m = Measurer(worker.devices)
+        m.prepare(Point("cpu", 256, 256, 256, "float32", "device"), TIMING)
+        def best(n):
+            return min(m.block(n) for _ in range(5))
+        rows["loop"] = {{"t20": best(20), "t40": best(40), "t80": best(80)}}
+        rows["describe"] = worker.describe()
         print(json.dumps(rows))
         """
     )
-    for row in out:
-        assert row["status"] == "ok", row
-        assert row["devices"] == ["CPU:0", "CPU:1"]
+    dot = out["dot"]
+    assert dot["status"] == "ok" and dot["timing"] == "graph_loop" and dot["inner"] > 1
+    assert dot["devices"] == ["CPU:0"] and dot["numerics_error"] < 1e-5
+    assert dot["precision"] == "fp32" and dot["all_reduce"] is None
+    assert len(dot["samples"]) >= TIMING["min_repeats"]
+    assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
+    train = out["train"]
+    assert train["status"] == "ok" and train["numerics_error"] < 1e-4
+    assert "compute_s" not in train  # one replica: no all-reduce to break down
+    assert out["allreduce"] == {"status": "skipped", "reason": "one replica: nothing to all-reduce"}
+    assert out["tf32"]["status"] == "skipped" and "TF32" in out["tf32"]["reason"]
+    # the loop is not optimised away: time scales with iterations
+    loop = out["loop"]
+    assert 1.5 < loop["t40"] / loop["t20"] < 2.6 and 1.5 < loop["t80"] / loop["t40"] < 2.6
+    devices = out["describe"]["devices"]
+    assert devices["intra_op_threads"] == 2 and devices["emulated"] is False
+    assert out["describe"]["tf32_enabled"] is False  # float32 means fp32 in the worker
 
 
 def test_gpu_group_without_a_visible_gpu_fails_instead_of_running_on_the_cpu():
     out = in_worker(
         f"""
         worker = GroupWorker("gpu", "gpu", 1, False, 1)
-        row = worker.run_point(dict(group="gpu", m=4, k=4, n=4, dtype="float32", data="device"), {TIMING})
-        print(json.dumps(row))
+        print(json.dumps(worker.run_point({point("gpu", 4, 4, 4)!r}, TIMING)))
         """
     )
     assert out["status"] == "failed"
-    assert (
-        "TensorFlow sees 0" in out["reason"] and "nothing was measured on the CPU" in out["reason"]
-    )
+    assert "TensorFlow sees 0" in out["reason"]
+    assert "nothing was measured on the CPU" in out["reason"]
 
 
 def test_numerical_check_catches_a_wrong_result():
     out = in_worker(
         """
-        import numpy as np, tensorflow as tf
-        from tfscale.measure import numerical_error, numerical_tolerance
-        x = tf.random.stateless_normal((4, 50), seed=[1, 0])
-        w = tf.random.stateless_normal((50, 8), seed=[2, 0])
-        right = (x @ w).numpy()
-        print(json.dumps({"right": numerical_error([x], w, [right]),
-                          "wrong": numerical_error([x], w, [right.T.reshape(4, 8) * 0 + 1]),
-                          "tolerance": numerical_tolerance("float32", 50)}))
+        import numpy as np
+        from tfscale.worker.ops import OPS
+        from tfscale.worker.ops.base import operand
+        from tfscale.worker.replicas import Replicas
+        from tfscale.worker.devices import setup
+        replicas = Replicas(setup("cpu", 1, False, 1))
+        p = Point("cpu", 4, 50, 8, "float32", "device")
+        loaded = OPS["matmul"].load(p, replicas, "step")
+        right = (operand((4, 50), "x", 0, "float32") @ operand((50, 8), "w", 0, "float32")).numpy()
+        check = lambda heads: OPS["matmul"].numerics(p, loaded, heads, replicas)
+        print(json.dumps({"right": check([right]), "wrong": check([right * 0 + 1])}))
         """
     )
-    assert out["right"] < out["tolerance"] < out["wrong"]
+    error, tolerance, _ = out["right"]
+    wrong, _, _ = out["wrong"]
+    assert error < tolerance < wrong
 
 
-def test_out_of_memory_in_tensorflow_becomes_an_oom_row():
+def test_out_of_memory_becomes_an_oom_row_before_or_during_sampling():
     out = in_worker(
         f"""
         import tensorflow as tf
-        from tfscale.measure import Measurer
-        def exhausted(self, point):
+        from tfscale.worker.measure import Measurer
+        from tfscale.worker.ops.matmul import MatMul
+        def exhausted(*args, **kwargs):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\\nmore")
-        Measurer.operands = exhausted
         worker = GroupWorker("cpu", "cpu", 1, False, 1)
-        print(json.dumps(worker.run_point(dict(group="cpu", m=4, k=4, n=4, dtype="float32", data="device"), {TIMING})))
+        before = MatMul.load
+        MatMul.load = exhausted
+        loading = worker.run_point({point("cpu", 4, 4, 4)!r}, TIMING)
+        MatMul.load = before
+        calls = {{"n": 0}}
+        block = Measurer.block
+        def block_then_oom(self, inner):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                exhausted()
+            return block(self, inner)
+        Measurer.block = block_then_oom
+        sampling = worker.run_point({point("cpu", 8, 4, 4)!r}, TIMING)
+        print(json.dumps({{"loading": loading, "sampling": sampling, "blocks": calls["n"]}}))
         """
     )
-    assert out == {"status": "oom", "reason": "OOM when allocating tensor"}
+    expected = {"status": "oom", "reason": "OOM when allocating tensor"}
+    assert out["loading"] == expected
+    assert out["sampling"] == expected and out["blocks"] == 4

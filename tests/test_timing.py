@@ -53,16 +53,17 @@ def settings(**overrides) -> dict:
 def test_calibration_grows_inner_until_one_block_lasts_min_block_s():
     op = FakeOp()
     inner, spent = timing.calibrate(op.block, MIN_BLOCK)
-    # 1 iteration: 1/1024 s, aim 20% past min_block_s: x76.8 -> 77 iterations, 77/1024 s
-    assert op.inners == [1, 77] and inner == 77
+    # 1 iteration: 1/1024 s, aim 20% past min_block_s: x76.8 -> 77 iterations, 77/1024 s;
+    # then 154 iterations take twice as long: the loop fills the block
+    assert op.inners == [1, 77, 154] and inner == 77
     assert PER_ITERATION < MIN_BLOCK <= inner * PER_ITERATION
-    assert spent == 78 * PER_ITERATION  # calibration blocks are counted, not sampled
+    assert spent == (1 + 77 + 154) * PER_ITERATION  # calibration blocks are counted, not sampled
 
 
 def test_calibration_grows_at_most_100x_a_step():
     op = FakeOp(per_iteration=2**-20)  # ~1 us: 1, 100, then aim at 1.2 x 1/128 s
     inner, _ = timing.calibrate(op.block, 2**-7)
-    assert op.inners == [1, 100, 9831] and inner == 9831
+    assert op.inners == [1, 100, 9831, 2 * 9831] and inner == 9831
     assert inner * 2**-20 >= 2**-7
 
 
@@ -70,6 +71,17 @@ def test_an_op_too_fast_to_time_stops_growing_at_max_inner():
     op = FakeOp(per_iteration=0.0)  # a block that takes no time at all
     inner, _ = timing.calibrate(op.block, MIN_BLOCK)
     assert inner == MAX_INNER and op.inners[-1] == MAX_INNER
+
+
+def test_calibration_grows_inner_until_the_call_around_the_loop_is_a_small_part():
+    # a call costs 1/16 s (a multi-worker function's dispatch); an iteration 1/16384 s
+    op = FakeOp(per_iteration=2**-14, dispatch=MIN_BLOCK)
+    inner, _ = timing.calibrate(op.block, MIN_BLOCK)
+    # one block of 1 iteration already lasts min_block_s, but nearly all of it is the call
+    assert op.inners[:2] == [1, 2]
+    loop, call = inner * 2**-14, MIN_BLOCK
+    assert loop >= 5 * call  # the call is under ~15% of a block
+    assert op.block(2 * inner) >= timing.LOOP_BOUND * op.block(inner)
 
 
 def test_settle_waits_until_the_time_stops_falling():
@@ -125,13 +137,14 @@ def test_loop_scaling_is_two_when_the_loop_really_runs():
     op = FakeOp()
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert sampled.loop_scaling == 2.0
-    assert op.inners.count(2 * 77) == 1
+    assert op.inners.count(2 * 77) == 2  # calibration's check, and loop scaling's
 
 
 def test_a_loop_that_does_not_run_is_caught_by_loop_scaling():
     op = FakeOp(fixed=MIN_BLOCK)  # the same time whatever inner is: the loop was pruned
     sampled = timing.sample(op.block, settings(), clock=op.clock)
-    assert sampled.inner == 1 and sampled.loop_scaling == 1.0
+    # calibration grows inner looking for the loop (100x a round), never finds it
+    assert sampled.inner == MAX_INNER // 2 and sampled.loop_scaling == 1.0
     assert sampled.warnings == ["loop scaling 1.00 (expected ~2): timing may be off"]
 
 
@@ -147,7 +160,8 @@ def test_blocks_far_over_min_block_s_are_not_doubled():
     op = FakeOp(per_iteration=5 * MIN_BLOCK)  # one iteration already lasts 5 min_block_s
     sampled = timing.sample(op.block, settings(min_time_s=2.0), clock=op.clock)
     assert sampled.inner == 1 and sampled.loop_scaling is None
-    assert 2 not in op.inners and len(sampled.samples) == 7  # 7 x 5/16 s >= 2 s
+    assert op.inners.count(2) == 1  # calibration's check only: no loop-scaling block
+    assert len(sampled.samples) == 7  # 7 x 5/16 s >= 2 s
 
 
 def test_call_s_is_one_whole_call_of_one_iteration_dispatch_included():
@@ -163,5 +177,5 @@ def test_call_s_of_an_op_timed_one_call_a_block_is_its_median_sample():
     op = FakeOp(per_iteration=5 * MIN_BLOCK)
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert sampled.inner == 1 and sampled.call_s == 5 * MIN_BLOCK
-    # calibration 1 block, settling 4, sampling 5 (min_repeats): no extra calls for call_s
-    assert len(op.inners) == 1 + 4 + 5
+    # calibration 2 blocks, settling 4, sampling 5 (min_repeats): no extra calls for call_s
+    assert len(op.inners) == 2 + 4 + 5

@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tfscale.groups import Placement
 from tfscale.nodes import POLL_S, NodeLost, alive_nodes, node_death
 from tfscale.plan import Capacity, Point
+from tfscale.results import breakdown_fields
 from tfscale.timing import sample
 from tfscale.worker import CollectiveMember, GroupWorker
 
@@ -97,8 +98,11 @@ class _Session:
     def capacity(self) -> Capacity:
         devices = [info.get("devices") or {} for info in self.infos]
         gpus = [d.get("device_bytes") for d in devices]
+        pinned = [d.get("pinned_bytes") for d in devices]
         return Capacity(
-            min(d.get("host_bytes", 0) for d in devices), None if None in gpus else min(gpus)
+            min(d.get("host_bytes", 0) for d in devices),
+            None if None in gpus else min(gpus),
+            None if None in pinned else min(pinned),
         )
 
     def _reserve(self, strategy: str, selector: list | None = None) -> str | None:
@@ -178,7 +182,7 @@ class GroupSession(_Session):
             return why
         p = self.placement
         started = time.perf_counter()
-        self._spawn(RemoteGroup, p.group, p.kind, p.replicas, p.emulated, p.threads)
+        self._spawn(RemoteGroup, p.group, p.kind, p.replicas, p.emulated, p.threads, p.all_reduce)
         try:
             [info] = self.each("describe", timeout=self.run.start_timeout_s + 120)
         except (GetTimeoutError, RayActorError, RayTaskError) as exc:
@@ -224,7 +228,7 @@ class CollectiveSession(_Session):
         if why:
             return why
         p, run = self.placement, self.run
-        self._spawn(RemoteMember, p.group, p.num_gpus, p.threads)
+        self._spawn(RemoteMember, p.group, p.num_gpus, p.threads, p.all_reduce)
         try:
             self.nodes = self.each("node_id", timeout=120)
             ports = self.each("free_port", timeout=120)
@@ -257,11 +261,14 @@ class CollectiveSession(_Session):
     def describe(self) -> dict:
         return {"members": self.infos, "node_ids": self.nodes}
 
-    def _prepare(self, point: Point, timing: dict, deadline: float) -> list[dict] | dict:
-        """Every member's evidence, or the first member's terminal status. Then the members
-        are stopped (recreated for the next point): the others may be waiting in a collective
-        for the one that gave up, and a collective that times out poisons the strategy."""
-        pending = [a.prepare.remote(point.coordinates(), timing) for a in self.actors]
+    def _prepare(
+        self, point: Point, timing: dict, deadline: float, variant: str
+    ) -> list[dict] | dict:
+        """Every member's evidence, or a terminal status. A member that gives up (failed,
+        oom) stops them all, to be recreated for the next point: the others may be waiting
+        in a collective for it, and a collective that times out poisons the strategy. A
+        skipped point is skipped by every member before any collective: nothing to stop."""
+        pending = [a.prepare.remote(point.coordinates(), timing, variant) for a in self.actors]
         order = list(pending)
         done: dict = {}
         while pending:
@@ -273,14 +280,16 @@ class CollectiveSession(_Session):
                 self._check()
             for ref in ready:
                 done[ref] = ray.get(ref)
-                if done[ref]["status"] != "ok":
+                if done[ref]["status"] not in ("ok", "skipped"):
                     self.stop()
                     return done[ref]
-        return [done[ref] for ref in order]
+        skipped = [done[ref] for ref in order if done[ref]["status"] == "skipped"]
+        return skipped[0] if skipped else [done[ref] for ref in order]
 
     def measure(self, point: Point, timing: dict) -> dict:
         """Every member prepares the point; the driver runs the timing protocol, each block on
-        all members at once, the slowest member's time counting (an all-reduce ends it)."""
+        all members at once, the slowest member's time counting (an all-reduce ends it). Then
+        the same for each breakdown variant the op has (train_step: compute, allreduce)."""
         started = time.perf_counter()
         deadline = started + self.run.point_timeout_s
 
@@ -290,19 +299,35 @@ class CollectiveSession(_Session):
                 raise GetTimeoutError("point_timeout_s")
             return max(self.each("block", inner, timeout=left))
 
-        evidence = self._prepare(point, timing, deadline)
+        evidence = self._prepare(point, timing, deadline, "step")
         if isinstance(evidence, dict):
             return evidence
         sampled = sample(block, timing)
         self.each("release", timeout=60)
+        breakdown = {}
+        for variant in evidence[0]["variants"][1:]:
+            extra = self._prepare(point, timing, deadline, variant)
+            if isinstance(extra, dict):
+                return {**extra, "reason": f"{variant} variant: {extra.get('reason')}"}
+            breakdown.update(breakdown_fields(variant, sample(block, timing).samples))
+            self.each("release", timeout=60)
+        fields = sampled.fields()
+        errors = [e["numerics_error"] for e in evidence if e["numerics_error"] is not None]
+        first = evidence[0]
         return {
             "status": "ok",
-            **sampled.fields(),
+            **fields,
+            **breakdown,
+            "warnings": sorted({w for e in evidence for w in e.get("warnings", [])})
+            + fields["warnings"],
             "devices": sorted(d for e in evidence for d in e["devices"]),
             "output_devices": [d for e in evidence for d in e["output_devices"]],
-            "numerics_error": max(
-                e["numerics_error"] for e in evidence if e["numerics_error"] is not None
-            ),
+            "numerics_error": max(errors) if errors else None,
+            "precision": first["precision"],
+            "all_reduce": first["all_reduce"],
+            "device_model": first["device_model"],
+            "gpu": first["gpu"],
+            "executed": [e["executed"] for e in evidence],
             "warmup_s": max(e["warmup_s"] for e in evidence),
             "point_s": time.perf_counter() - started,
         }

@@ -1,7 +1,10 @@
-"""From rows to answers: throughput, speedup, scaling efficiency, payoff points, cost models.
+"""From rows to answers: throughput, speedup, scaling efficiency, payoff points.
 
 Pure functions over result rows (dicts as stored in results.jsonl); no Ray, no TensorFlow.
-Definitions follow DESIGN.md "Analysis definitions".
+Definitions follow DESIGN.md "Analysis definitions". Rows are analysed per *section*: one op
+under one scaling (matmul strong, train_step weak, ...), because their sizes mean different
+things; within a section a curve is one group, dtype and data mode. Cost models are in
+`models`, the communication of training steps and all-reduces in `collectives`.
 """
 
 from __future__ import annotations
@@ -9,29 +12,44 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
-
+from tfscale import collectives, models
 from tfscale.groups import parse_group, workers_of
 from tfscale.plan import varying_dimension
-from tfscale.results import point_of
+
+MATMUL = ("matmul", "strong")  # the section of the first design: its names stay as they were
 
 
 def ok_rows(rows: list[dict]) -> list[dict]:
     return [row for row in rows if row.get("status") == "ok"]
 
 
+def section_of(row: dict) -> tuple[str, str]:
+    return (row.get("op", "matmul"), row.get("scaling", "strong"))
+
+
+def sections(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Ok rows per (op, scaling), matmul strong first."""
+    out: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in ok_rows(rows):
+        out[section_of(row)].append(row)
+    return dict(sorted(out.items(), key=lambda item: (item[0] != MATMUL, item[0])))
+
+
 def x_axis(rows: list[dict]) -> str:
-    """The one of m, k, n that varies across the rows, else flops."""
+    """The one of m, k, n that varies across the rows, else flops (bytes for all-reduces,
+    which have no flops)."""
+    if rows and all(r.get("op") == "allreduce" for r in rows):
+        return "bytes"
     return varying_dimension(rows)
 
 
 def series_key(row: dict) -> tuple:
-    """Rows of one curve: same group, dtype and data mode (other coordinates vary)."""
+    """Rows of one curve within a section: same group, dtype and data mode."""
     return (row["group"], row["dtype"], row["data"])
 
 
 def curves(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Ok rows per curve, ordered by the x axis."""
+    """Ok rows of one section per curve, ordered by the x axis."""
     rows = ok_rows(rows)
     axis = x_axis(rows) if rows else "flops"
     out: dict[tuple, list[dict]] = defaultdict(list)
@@ -44,15 +62,23 @@ def label(group: str, emulated: bool) -> str:
     return f"{group} (emulated)" if emulated else group
 
 
+def section_title(op: str, scaling: str) -> str:
+    """'train_step, weak scaling'; empty for matmul under strong scaling."""
+    if (op, scaling) == MATMUL:
+        return ""
+    return op if scaling == "strong" else f"{op}, weak scaling"
+
+
 def _coordinates(row: dict) -> tuple:
     return (row["m"], row["k"], row["n"], row["dtype"], row["data"])
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """B against A at one point: speedup = time_A / time_B, and whether the IQRs separate.
-    low..high: the speedups the two IQRs allow (A's q1 / B's q3 .. A's q3 / B's q1), drawn
-    around the curve so noise is not read as signal."""
+    """B against A at one point: speedup = throughput_B / throughput_A (time_A / time_B when
+    both do the same work; under weak scaling B does replicas times more), and whether the
+    IQRs separate. low..high: the speedups the two IQRs allow (A's q1 / B's q3 .. A's q3 /
+    B's q1), drawn around the curve so noise is not read as signal."""
 
     x: float
     speedup: float
@@ -62,6 +88,7 @@ class Comparison:
 
 
 def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
+    """B against A in one section's rows."""
     rows = ok_rows(rows)
     series = curves(rows)
     axis = x_axis(rows) if rows else "flops"
@@ -75,14 +102,15 @@ def _compare(series_a: list[dict], series_b: list[dict], axis: str) -> list[Comp
         row_a = by_a.get(_coordinates(row_b))
         if row_a is None:
             continue
+        work = row_b["flops"] / row_a["flops"] if row_a["flops"] else 1.0
         separate = row_b["q3_s"] < row_a["q1_s"] or row_a["q3_s"] < row_b["q1_s"]
         out.append(
             Comparison(
                 row_b[axis],
-                row_a["median_s"] / row_b["median_s"],
+                work * row_a["median_s"] / row_b["median_s"],
                 separate,
-                low=row_a["q1_s"] / row_b["q3_s"],
-                high=row_a["q3_s"] / row_b["q1_s"],
+                low=work * row_a["q1_s"] / row_b["q3_s"],
+                high=work * row_a["q3_s"] / row_b["q1_s"],
             )
         )
     return sorted(out, key=lambda c: c.x)
@@ -105,9 +133,14 @@ class Verdict:
     emulated: bool
     predicted_x: float | None = None  # where the two cost models cross, if they fit well
     network_gbps: float | None = None  # set where B's network term alone keeps it behind A
+    op: str = "matmul"
+    scaling: str = "strong"
+    communication: str = ""  # what the all-reduce of dW costs B, for training steps
 
     def sentence(self) -> str:
         tag = " (emulated)" if self.emulated else ""
+        title = section_title(self.op, self.scaling)
+        prefix = f"{title}: " if title else ""
         if self.payoff_x is None:
             text = (
                 f"{self.b}{tag} does not pay off over {self.a} in "
@@ -119,7 +152,7 @@ class Verdict:
                 f"{self.b}{tag} beats {self.a} from {self.axis} = {self.payoff_x:,.0f} on; "
                 f"{self.speedup_at_hi:.2f}x at {self.hi:,.0f}{sure}"
             )
-        return text + self.prediction() + self.network()
+        return prefix + text + self.communication + self.prediction() + self.network()
 
     def network(self) -> str:
         if self.network_gbps is None:
@@ -171,12 +204,20 @@ def pairs(groups: list[str], baseline: str) -> list[tuple[str, str]]:
 
 
 def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict]:
-    rows = ok_rows(rows)
-    if not rows:
-        return []
+    """Every meaningful pair, in every section but the all-reduce's (bandwidth, not speedup,
+    is its answer: see `collectives`), per dtype and data mode."""
+    links = collectives.link_models(rows)
+    out = []
+    for (op, scaling), section in sections(rows).items():
+        if op != "allreduce":
+            out += _section_verdicts(section, groups, baseline, op, scaling, links)
+    return out
+
+
+def _section_verdicts(rows, groups, baseline, op, scaling, links) -> list[Verdict]:
     axis = x_axis(rows)
     series = curves(rows)
-    models = cost_models(series)
+    fitted = models.cost_models(series, links)
     emulated = {r["group"] for r in rows if r.get("emulated")}
     modes = sorted({(r["dtype"], r["data"]) for r in rows})
     out = []
@@ -188,7 +229,12 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
                 continue
             x, certain = payoff(comparisons)
             first = series[key_b][0]
-            network_a, network_b = network_per_flop(series[key_a]), network_per_flop(series[key_b])
+            network_a = models.network_per_flop(series[key_a])
+            network_b = models.network_per_flop(series[key_b])
+            # the flops of A per unit of x, constant along a 1-D sweep (under weak scaling B
+            # does more work at the same x: the models are compared per unit of x)
+            per_x_a = series[key_a][0]["flops"] / series[key_a][0][axis]
+            per_x_b = first["flops"] / first[axis]
             out.append(
                 Verdict(
                     a=a,
@@ -202,72 +248,51 @@ def verdicts(rows: list[dict], groups: list[str], baseline: str) -> list[Verdict
                     speedup_at_hi=comparisons[-1].speedup,
                     certain=certain,
                     emulated=bool({a, b} & emulated),
-                    # flops per unit of x, constant along a 1-D sweep
-                    predicted_x=predicted_crossover(
-                        models[key_a],
-                        models[key_b],
-                        first["flops"] / first[axis],
-                        network_a,
-                        network_b,
+                    predicted_x=models.predicted_crossover(
+                        fitted[key_a], fitted[key_b], per_x_b, network_a, network_b
+                    )
+                    if per_x_a == per_x_b
+                    else None,
+                    network_gbps=models.network_bound(
+                        fitted[key_a], fitted[key_b], network_a, network_b
                     ),
-                    network_gbps=network_bound(models[key_a], models[key_b], network_a, network_b),
+                    op=op,
+                    scaling=scaling,
+                    communication=communication_clause(series[key_b], x, axis),
                 )
             )
     return out
 
 
-def network_bound(
-    model_a: CostModel | None,
-    model_b: CostModel | None,
-    network_a: float | None,
-    network_b: float | None,
-) -> float | None:
-    """B's fitted network bandwidth where B computes faster per flop than A but its network
-    term makes it slower at every size (the answer to "what does the network cost"); else None."""
-    if model_a is None or model_b is None or not (model_a.fits_well and model_b.fits_well):
-        return None
-    if network_a is None or not network_b or model_b.network_gbps is None:
-        return None
-    a = model_a.seconds_per_flop(network_a)
-    if model_b.seconds_per_flop(0.0) < a <= model_b.seconds_per_flop(network_b):
-        return model_b.network_gbps
-    return None
+def communication_clause(series_b: list[dict], payoff_x: float | None, axis: str) -> str:
+    """What the all-reduce of dW costs B's steps where B does not (yet) pay off: at the
+    largest swept size below the payoff point, else at the largest size."""
+    split = [(r, collectives.breakdown(r)) for r in series_b]
+    split = [(r, b) for r, b in split if b is not None]
+    if not split:
+        return ""
+    below = [(r, b) for r, b in split if payoff_x is None or r[axis] < payoff_x]
+    row, parts = below[-1] if below else split[0]
+    where = "below that" if payoff_x is not None and below else f"at {axis} = {row[axis]:,}"
+    hidden = f", {parts.overlap_s / max(parts.allreduce_s, 1e-30):.0%} of it hidden behind compute"
+    return (
+        f"; {where} the all-reduce of dW ({size_text(row['grad_bytes'])}) takes "
+        f"{min(parts.allreduce_s / parts.step_s, 1.0):.0%} of the step's time"
+        + (hidden if parts.overlap_s > 0 else "")
+    )
 
 
-def predicted_crossover(
-    model_a: CostModel | None,
-    model_b: CostModel | None,
-    flops_per_x: float,
-    network_a: float | None = 0.0,
-    network_b: float | None = 0.0,
-) -> float | None:
-    """Where B's fitted time drops below A's (x units), if both models fit and they cross.
-    `network_*`: network bytes per flop along each curve (None: not constant, no prediction)."""
-    if model_a is None or model_b is None or not (model_a.fits_well and model_b.fits_well):
-        return None
-    if network_a is None or network_b is None:
-        return None
-    slower_per_flop = model_a.seconds_per_flop(network_a) - model_b.seconds_per_flop(network_b)
-    if slower_per_flop <= 0 or model_b.t0_s <= model_a.t0_s:
-        return None  # B never overtakes A, or is ahead everywhere
-    crossing_flops = (model_b.t0_s - model_a.t0_s) / slower_per_flop
-    return crossing_flops / flops_per_x
-
-
-def network_per_flop(series: list[dict]) -> float | None:
-    """Network bytes per flop along a curve: 0 without traffic, None where the ratio changes
-    along the sweep (the time is then not linear in flops). Judged on the larger half, where
-    every worker holds rows."""
-    upper = series[len(series) // 2 :]
-    ratios = [_network_bytes(r) / r["flops"] for r in upper]
-    if not ratios or max(ratios) == 0:
-        return 0.0
-    return ratios[-1] if min(ratios) * 1.25 >= max(ratios) else None
+def size_text(nbytes: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
 
 
 @dataclass(frozen=True)
 class Efficiency:
-    """Speedup over one device / replicas at one point; low..high from the two IQRs."""
+    """Speedup over one device / replicas at one point; low..high from the two IQRs. Under
+    weak scaling it is time on one device / time on k (ideal 1: k times the work, same time)."""
 
     x: float
     efficiency: float
@@ -275,115 +300,25 @@ class Efficiency:
     high: float
 
 
-def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[Efficiency]:
-    """Efficiency at each common point: mirrored:k over gpu, multiworker:NxK over gpu,
-    multiworker:Nx0 over cpu."""
-    kind, replicas = parse_group(group)
+def single_device(group: str) -> str | None:
+    """What a group's scaling is measured against: gpu for mirrored:k and multiworker:NxK,
+    cpu for multiworker:Nx0; None for cpu and gpu themselves."""
+    kind, _ = parse_group(group)
     if kind == "mirrored" or (kind == "multiworker" and workers_of(group)[1] > 0):
-        single = "gpu"
-    elif kind == "multiworker":
-        single = "cpu"
-    else:
+        return "gpu"
+    return "cpu" if kind == "multiworker" else None
+
+
+def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[Efficiency]:
+    """Efficiency at each common point of one section's rows."""
+    single = single_device(group)
+    if single is None:
         return []
+    replicas = parse_group(group)[1]
     return [
         Efficiency(c.x, c.speedup / replicas, c.low / replicas, c.high / replicas)
         for c in compare(rows, single, group, dtype, data)
     ]
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """time ~= t0 + flops / peak [+ network_bytes / bandwidth], fitted to one curve's medians.
-
-    The network term exists only where the data supports one: a curve that moves bytes
-    between workers (data: host in a multi-worker group) and either the same group's
-    data: device curve to take the compute part from, or a sweep along which bytes and flops
-    do not grow together (else the two terms cannot be told apart)."""
-
-    t0_s: float
-    peak_gflops: float
-    max_rel_residual: float
-    points: int
-    network_gbps: float | None = None  # effective GB/s of the network term, where fitted
-
-    POOR_FIT = 0.25  # a residual over 25% of the measured time: say so, predict nothing
-
-    @property
-    def fits_well(self) -> bool:
-        return self.max_rel_residual <= self.POOR_FIT
-
-    def seconds_per_flop(self, network_per_flop: float = 0.0) -> float:
-        network = network_per_flop / (self.network_gbps * 1e9) if self.network_gbps else 0.0
-        return 1 / (self.peak_gflops * 1e9) + network
-
-    def predict(self, flops: float, network_bytes: float = 0.0) -> float:
-        network = network_bytes / (self.network_gbps * 1e9) if self.network_gbps else 0.0
-        return self.t0_s + flops / (self.peak_gflops * 1e9) + network
-
-
-def cost_models(series: dict[tuple, list[dict]]) -> dict[tuple, CostModel | None]:
-    """One model per curve (as from `curves`); data: device curves first, so a data: host
-    curve of the same group can take its compute part from them."""
-    models: dict[tuple, CostModel | None] = {}
-    for key in sorted(series, key=lambda key: key[2] != "device"):
-        group, dtype, data = key
-        models[key] = fit_cost_model(series[key], models.get((group, dtype, "device")))
-    return models
-
-
-def fit_cost_model(rows: list[dict], compute: CostModel | None = None) -> CostModel | None:
-    """Fit the cost model to one curve; `compute`: the same group's data: device model.
-
-    Fitted in relative error (small and large sizes count alike) and robustly: Huber weights,
-    refitted a few times, so one noisy point cannot drag the model. None with fewer than 3
-    rows."""
-    if len(rows) < 3:
-        return None
-    work = np.array([r["flops"] for r in rows], dtype=float)
-    network = np.array([_network_bytes(r) for r in rows], dtype=float)
-    time = np.array([r["median_s"] for r in rows], dtype=float)
-    ones = np.ones_like(work)
-    if network.any() and compute is not None and compute.fits_well:
-        known = work / (compute.peak_gflops * 1e9)  # the compute part, measured without traffic
-        (t0, inverse_bw), residual = _robust_fit([ones, network], known, time)
-        return _model(t0, compute.peak_gflops * 1e9, inverse_bw, residual)
-    ratio = network[network > 0] / work[network > 0]
-    if ratio.size >= 3 and ratio.max() >= 4 * ratio.min():
-        (t0, inverse_peak, inverse_bw), residual = _robust_fit([ones, work, network], 0, time)
-        return _model(t0, 1 / max(inverse_peak, 1e-30), inverse_bw, residual)
-    (t0, inverse_peak), residual = _robust_fit([ones, work], 0, time)
-    return _model(t0, 1 / max(inverse_peak, 1e-30), 0.0, residual)
-
-
-def _model(t0: float, flops_per_s: float, inverse_bw: float, residual: np.ndarray) -> CostModel:
-    bandwidth = 1 / inverse_bw / 1e9 if inverse_bw > 0 else None
-    return CostModel(
-        float(t0),
-        float(flops_per_s / 1e9),
-        float(np.abs(residual).max()),
-        residual.size,
-        bandwidth,
-    )
-
-
-def _robust_fit(columns: list, known, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """time ~= known + sum(c_i * column_i) with every c_i >= 0, in relative error, Huber
-    reweighted. Returns the coefficients and the relative residuals."""
-    design = np.stack(columns, axis=1) / time[:, None]
-    target = (time - known) / time
-    weights = np.ones_like(time)
-    for _ in range(5):
-        coefficients, *_ = np.linalg.lstsq(design * weights[:, None], target * weights, rcond=None)
-        coefficients = np.maximum(coefficients, 0.0)
-        residual = (known + np.stack(columns, axis=1) @ coefficients - time) / time
-        scale = 1.5 * max(float(np.median(np.abs(residual))), 1e-3)
-        weights = np.sqrt(1 / np.maximum(1.0, np.abs(residual) / scale))
-    return coefficients, residual
-
-
-def _network_bytes(row: dict) -> int:
-    """From the coordinates, so rows written before the field existed count too."""
-    return point_of(row).network_bytes
 
 
 def intensity(row: dict) -> float:

@@ -28,8 +28,14 @@ from pydantic import (
 from tfscale.errors import ConfigError
 from tfscale.groups import parse_group
 
-DTYPES = ("float16", "bfloat16", "float32", "float64")
+# float32 is true fp32 (workers turn TF32 off); tf32 is float32 storage with TF32 math
+DTYPES = ("float16", "bfloat16", "float32", "tf32", "float64")
 DATA_MODES = ("device", "host")
+OPS = ("matmul", "train_step", "allreduce")
+SCALINGS = ("strong", "weak")
+# MirroredStrategy's cross_device_ops, and MultiWorkerMirroredStrategy's implementations
+MIRRORED_ALL_REDUCE = ("nccl", "hierarchical_copy", "reduce_to_one_device")
+MULTIWORKER_ALL_REDUCE = ("ring", "nccl", "auto")
 MAX_SIZE = 10**12
 MAX_RANGE_VALUES = 10_000
 _SIZE_TEXT = re.compile(r"^[0-9][0-9_]*(\.[0-9]*)?([eE]\+?[0-9]+)?$")
@@ -148,13 +154,26 @@ def _choices(value: Any, allowed: tuple[str, ...], what: str) -> str | list[str]
 
 
 class Workload(_Strict):
-    """Y[m, n] = X[m, k] @ W[k, n]; X is the data (m rows), W the mirrored weights."""
+    """Y[m, n] = X[m, k] @ W[k, n]; X is the data (m rows), W the mirrored weights. `op` says
+    what one iteration does with them, `scaling` whether m is global or per replica."""
 
+    op: str | list[str] = "matmul"
+    scaling: str | list[str] = "strong"
     m: SizeSpec
     k: SizeSpec | Literal["m"]
     n: SizeSpec | Literal["m"]
     dtype: str | list[str] = "float32"
     data: str | list[str] = "device"
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _op(cls, value: Any) -> str | list[str]:
+        return _choices(value, OPS, "op")
+
+    @field_validator("scaling", mode="before")
+    @classmethod
+    def _scaling(cls, value: Any) -> str | list[str]:
+        return _choices(value, SCALINGS, "scaling")
 
     @field_validator("m", mode="before")
     @classmethod
@@ -178,11 +197,13 @@ class Workload(_Strict):
 
 
 class GroupEntry(_Strict):
-    """One device group; `emulate` and `threads` override the experiment-wide choice."""
+    """One device group; `emulate` and `threads` override the experiment-wide choice;
+    `all_reduce` picks the strategy's all-reduce (default: TensorFlow's choice)."""
 
     group: str
     emulate: bool | None = None
     threads: int | None = Field(default=None, ge=1, le=4096)
+    all_reduce: str | None = None
 
     @field_validator("group")
     @classmethod
@@ -194,6 +215,18 @@ class GroupEntry(_Strict):
     def _emulate_only_gpus(self) -> GroupEntry:
         if self.emulate is not None and self.group == "cpu":
             raise FieldAt(("emulate",), "applies to GPU groups (gpu, mirrored:k), not cpu")
+        if self.all_reduce is not None:
+            kind = parse_group(self.group)[0]
+            allowed = {"mirrored": MIRRORED_ALL_REDUCE, "multiworker": MULTIWORKER_ALL_REDUCE}
+            if kind not in allowed:
+                raise FieldAt(
+                    ("all_reduce",),
+                    f"applies to mirrored:k and multiworker groups, not {self.group}",
+                )
+            try:
+                _choices(self.all_reduce, allowed[kind], f"all_reduce for {kind}")
+            except ValueError as exc:
+                raise FieldAt(("all_reduce",), str(exc)) from None
         return self
 
 

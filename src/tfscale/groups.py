@@ -65,6 +65,7 @@ class Placement:
     threads: int
     unavailable: str | None = None
     workers: int = 1  # multiworker: one actor with this request on each of `workers` nodes
+    all_reduce: str | None = None  # the strategy's all-reduce the group asked for
 
     @property
     def resources(self) -> dict[str, float]:

@@ -49,8 +49,10 @@ class NoisyVerdict:
 
     def sentence(self) -> str:
         worst = self.worst
+        title = analysis.section_title(self.verdict.op, self.verdict.scaling)
         return (
-            f"{self.verdict.b} vs {self.verdict.a} ({self.verdict.dtype}, {self.verdict.data}): "
+            (f"{title}: " if title else "")
+            + f"{self.verdict.b} vs {self.verdict.a} ({self.verdict.dtype}, {self.verdict.data}): "
             f"{len(self.noisy)} of {self.points} points noisy, worst {worst['group']} "
             f"{self.verdict.axis} = {worst[self.verdict.axis]:,} "
             f"(IQR {relative_iqr(worst):.0%} of the median)"
@@ -61,9 +63,10 @@ def noisy_verdicts(rows: list[dict], verdicts: list[analysis.Verdict]) -> list[N
     """The verdicts that rest on at least one noisy point, each with those points."""
     if not any(is_noisy(r) for r in analysis.ok_rows(rows)):
         return []  # the usual case, and cheap: no curves to build
-    series = analysis.curves(rows)
+    by_section = {key: analysis.curves(part) for key, part in analysis.sections(rows).items()}
     out = []
     for verdict in verdicts:
+        series = by_section.get((verdict.op, verdict.scaling), {})
         a = series.get((verdict.a, verdict.dtype, verdict.data), [])
         b = series.get((verdict.b, verdict.dtype, verdict.data), [])
         common = {_cell(r) for r in a} & {_cell(r) for r in b}

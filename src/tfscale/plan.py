@@ -1,6 +1,7 @@
 """Experiment -> points; flops, minimum bytes, memory per device and whether a point fits.
 
-Pure functions: no Ray, no TensorFlow, easy to test.
+Pure functions: no Ray, no TensorFlow, easy to test. The arithmetic of each op lives here (not
+in the worker's op modules) because the driver writes it into every row, measured or not.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from dataclasses import asdict, dataclass
 from tfscale.config import TIED, Experiment, expand_sizes
 from tfscale.groups import parse_group, workers_of
 
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "tf32": 4, "float64": 8}
+PRECISION = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "tf32": "tf32"}
+PRECISION["float64"] = "fp64"
 
 
 @dataclass(frozen=True)
 class Point:
-    """One cell of the sweep: Y[m, n] = X[m, k] @ W[k, n] on one group."""
+    """One cell of the sweep on one group. Every op is built on Y[m, n] = X[m, k] @ W[k, n]:
+    `matmul` is that product, `train_step` one SGD step of that layer with dW all-reduced,
+    `allreduce` the all-reduce of an [m, n] tensor per replica (k unused). Under `scaling:
+    weak` m is the rows of every replica, else the global rows split over the replicas."""
 
     group: str
     m: int
@@ -26,10 +32,14 @@ class Point:
     n: int
     dtype: str
     data: str
+    op: str = "matmul"
+    scaling: str = "strong"
 
     @property
     def point_id(self) -> str:
         key = f"{self.group}|{self.m}|{self.k}|{self.n}|{self.dtype}|{self.data}"
+        if (self.op, self.scaling) != ("matmul", "strong"):  # ids of earlier runs stay valid
+            key += f"|{self.op}|{self.scaling}"
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
     @property
@@ -37,27 +47,62 @@ class Point:
         return parse_group(self.group)[1]
 
     @property
+    def global_m(self) -> int:
+        """Rows of X over all replicas (the global batch)."""
+        return self.m * self.replicas if self.scaling == "weak" else self.m
+
+    @property
+    def itemsize(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def precision(self) -> str:
+        return PRECISION[self.dtype]
+
+    @property
     def flops(self) -> int:
-        return 2 * self.m * self.k * self.n
+        """Useful work: 2mkn for the product; forward, dW and dX for a training step; none
+        for an all-reduce (its measure is bandwidth)."""
+        if self.op == "allreduce":
+            return 0
+        product = 2 * self.global_m * self.k * self.n
+        return 3 * product if self.op == "train_step" else product
 
     @property
     def bytes(self) -> int:
-        """The minimum traffic: read X and W once, write Y once."""
-        return DTYPE_BYTES[self.dtype] * (self.m * self.k + self.k * self.n + self.m * self.n)
+        """The minimum traffic: each product reads its operands and writes its result once
+        (three products in a training step); for an all-reduce, one replica's buffer (the
+        size nccl-tests reports)."""
+        if self.op == "allreduce":
+            return self.itemsize * self.m * self.n
+        m = self.global_m
+        product = self.itemsize * (m * self.k + self.k * self.n + m * self.n)
+        return 3 * product if self.op == "train_step" else product
+
+    @property
+    def grad_bytes(self) -> int:
+        """Bytes all-reduced per step: dW for a training step, the buffer for an all-reduce."""
+        if self.op == "train_step":
+            return self.itemsize * self.k * self.n
+        return self.bytes if self.op == "allreduce" else 0
 
     @property
     def network_bytes(self) -> int:
         """Bytes that cross the network per iteration: with data: host in a multi-worker group,
-        the X shards worker 0 sends and the Y shards it gets back (see scatter.py); else 0."""
+        the X shards worker 0 sends and the Y shards it gets back (see worker/scatter.py);
+        else 0 (collectives are measured by the allreduce op, not counted here)."""
         kind, replicas = parse_group(self.group)
-        if kind != "multiworker" or self.data != "host":
+        if kind != "multiworker" or self.data != "host" or self.op != "matmul":
             return 0
         local = replicas // workers_of(self.group)[0]
-        remote_rows = self.m - sum(self.shard_rows()[:local])
-        return DTYPE_BYTES[self.dtype] * remote_rows * (self.k + self.n)
+        remote_rows = self.global_m - sum(self.shard_rows()[:local])
+        return self.itemsize * remote_rows * (self.k + self.n)
 
     def shard_rows(self) -> list[int]:
-        """Rows of X per replica: split along m, the first replicas take the remainder."""
+        """Rows of X per replica: weak scaling gives each m; strong splits m, the first
+        replicas taking the remainder."""
+        if self.scaling == "weak":
+            return [self.m] * self.replicas
         base, extra = divmod(self.m, self.replicas)
         return [base + (1 if i < extra else 0) for i in range(self.replicas)]
 
@@ -66,21 +111,40 @@ class Point:
 
 
 def expand(experiment: Experiment) -> list[Point]:
-    """All points, group by group (one actor each), then dtype, data mode, sizes ascending."""
+    """All points, group by group (one actor each), then op, scaling, dtype, data mode, sizes
+    ascending. An all-reduce has no k (0 in its rows), no host data and no scaling: those
+    axes collapse for it."""
     workload = experiment.workload
-    dtypes = _as_list(workload.dtype)
-    modes = _as_list(workload.data)
     cells = set()
     for m in expand_sizes(workload.m):
         ks = [m] if workload.k == TIED else expand_sizes(workload.k)
         ns = [m] if workload.n == TIED else expand_sizes(workload.n)
         cells.update((m, k, n) for k in ks for n in ns)
     ordered = sorted(cells, key=lambda mkn: (mkn[0] * mkn[1] * mkn[2], mkn))
-    points = []
+    points: list[Point] = []
+    axes = itertools.product(
+        _as_list(workload.op),
+        _as_list(workload.scaling),
+        _as_list(workload.dtype),
+        _as_list(workload.data),
+    )
+    combos = list(dict.fromkeys(_collapse(*axis) for axis in axes))
     for entry in experiment.groups:
-        for dtype, data in itertools.product(dtypes, modes):
-            points += [Point(entry.group, m, k, n, dtype, data) for m, k, n in ordered]
+        for op, scaling, dtype, data in combos:
+            if op == "allreduce":  # k is unused: 0 in the rows, one point per (m, n)
+                cells_of_op = list(dict.fromkeys((m, 0, n) for m, _, n in ordered))
+            else:
+                cells_of_op = ordered
+            points += [
+                Point(entry.group, m, k, n, dtype, data, op, scaling) for m, k, n in cells_of_op
+            ]
     return points
+
+
+def _collapse(op: str, scaling: str, dtype: str, data: str) -> tuple[str, str, str, str]:
+    if op == "allreduce":
+        return op, "strong", dtype, "device"
+    return op, scaling, dtype, data
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -100,27 +164,39 @@ def varying_dimension(cells: list) -> str:
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes a point needs on its busiest device and in host memory."""
+    """Bytes a point needs on its busiest device, in host memory, and (real GPUs, data:
+    host) in TensorFlow's pinned host pool, which stages every host<->GPU copy."""
 
     per_device: int
     host: int
+    pinned: int = 0
 
 
 def memory_needed(point: Point) -> Memory:
-    """Operands plus two copies of Y (the loop keeps the previous result alive)."""
-    size = DTYPE_BYTES[point.dtype]
+    """Operands, results and what the loop keeps alive (the previous result, gradients)."""
+    size = point.itemsize
     rows = max(point.shard_rows())
-    per_device = size * (rows * point.k + point.k * point.n + 2 * rows * point.n)
-    host = size * (point.m * point.k + 2 * point.m * point.n) if point.data == "host" else 0
-    return Memory(per_device, host)
+    k, n, m = point.k, point.n, point.global_m
+    if point.op == "allreduce":
+        return Memory(size * 3 * point.m * n, 0)  # buffer, result, the implementation's copy
+    if point.op == "train_step":
+        # X, target, Y and dY, dX; W, dW, the reduced dW
+        per_device = size * (2 * rows * k + 3 * rows * n + 3 * k * n)
+        host = size * (m * k) if point.data == "host" else 0
+        return Memory(per_device, host, host)
+    per_device = size * (rows * k + k * n + 2 * rows * n)
+    host = size * (m * k + 2 * m * n) if point.data == "host" else 0
+    return Memory(per_device, host, host)
 
 
 @dataclass(frozen=True)
 class Capacity:
-    """What a worker reported: its host memory and, for real GPUs, each device's memory."""
+    """What a worker reported: its host memory and, for real GPUs, each device's memory and
+    TensorFlow's pinned host pool (TF_GPU_HOST_MEM_LIMIT_IN_MB)."""
 
     host_bytes: int
     device_bytes: int | None  # None: the devices share host memory (CPU, emulated)
+    pinned_bytes: int | None = None
 
 
 def fits(point: Point, capacity: Capacity, fraction: float) -> str | None:
@@ -137,6 +213,12 @@ def fits(point: Point, capacity: Capacity, fraction: float) -> str | None:
         return f"needs {_gib(need.per_device)} per device, over {fraction:g} of {_gib(capacity.device_bytes)}"
     if need.host > capacity.host_bytes * fraction:
         return f"needs {_gib(need.host)} of host memory, over {fraction:g} of {_gib(capacity.host_bytes)}"
+    if capacity.pinned_bytes is not None and need.pinned > capacity.pinned_bytes * fraction:
+        return (
+            f"needs {_gib(need.pinned)} of pinned host memory for the host<->GPU copies, over "
+            f"{fraction:g} of TensorFlow's pool of {_gib(capacity.pinned_bytes)} "
+            "(raise TF_GPU_HOST_MEM_LIMIT_IN_MB on the workers)"
+        )
     return None
 
 

@@ -17,12 +17,16 @@ from matplotlib.figure import Figure
 
 from tfscale import analysis
 
+matplotlib.rcParams["figure.max_open_warning"] = 0  # a run's figures are all made, then saved
+
 AXIS_LABELS = {
     "m": "m (rows of X)",
     "k": "k (inner dimension)",
     "n": "n (columns of W)",
     "flops": "work (FLOP)",
+    "bytes": "buffer per replica (bytes)",
 }
+PER = {"matmul": "matmul", "train_step": "training step", "allreduce": "all-reduce"}
 
 
 DENSE = 200  # past this many points a curve is drawn without markers (they would hide it)
@@ -51,14 +55,37 @@ def _finish(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None
 
 
 def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]:
-    """time, throughput, speedup, efficiency and roofline, each only where there is data."""
+    """Per section (op and scaling): time, throughput, speedup, efficiency and roofline, each
+    only where there is data, named as before for matmul under strong scaling and prefixed
+    (`train_step-time`, `matmul-weak-speedup`) for the others; then the communication figures
+    (busbw, step breakdown, weak scaling)."""
+    from tfscale import commfigures
+
     ok = analysis.ok_rows(rows)
-    if not ok:
-        return {}
+    if verdicts is None:
+        groups = sorted({r["group"] for r in ok})
+        verdicts = analysis.verdicts(ok, groups, baseline)
+    out = {}
+    for (op, scaling), section in analysis.sections(ok).items():
+        if op == "allreduce":
+            continue
+        prefix = (
+            "" if (op, scaling) == analysis.MATMUL else f"{op}-{scaling}-".replace("-strong", "")
+        )
+        mine = [v for v in verdicts if (v.op, v.scaling) == (op, scaling)]
+        title = analysis.section_title(op, scaling)
+        for name, fig in _section_figures(section, baseline, mine, op, title).items():
+            out[prefix + name] = fig
+    out.update(commfigures.figures(ok))
+    return out
+
+
+def _section_figures(ok, baseline, verdicts, op: str, section: str) -> dict[str, Figure]:
+    """The figures of one section's ok rows."""
     axis = analysis.x_axis(ok)
     curves = analysis.curves(ok)
     modes = len({key[1:] for key in curves})
-    emulated = {r["group"] for r in rows if r.get("emulated")}
+    emulated = {r["group"] for r in ok if r.get("emulated")}
 
     def name(group: str, dtype: str, data: str, extra: set[str] = frozenset()) -> str:
         text = analysis.label(group, group in emulated or bool(extra & emulated))
@@ -71,7 +98,7 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
             lambda r: r["median_s"],
             lambda r: r["q1_s"],
             lambda r: r["q3_s"],
-            "time per matmul (s, median, IQR shaded)",
+            f"time per {PER[op]} (s, median, IQR shaded)",
         ),
         (
             "throughput",
@@ -92,12 +119,10 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
                 **_line_style(group in emulated, len(series)),
             )[0]
             _band(ax, xs, [low(r) for r in series], [high(r) for r in series], line, label)
-        _finish(ax, AXIS_LABELS[axis], ylabel, title)
+        _finish(ax, AXIS_LABELS[axis], ylabel, _titled(title, section))
         out[title] = fig
 
     groups = sorted({r["group"] for r in ok})
-    if verdicts is None:
-        verdicts = analysis.verdicts(ok, groups, baseline)
     verdicts = {(v.b, v.dtype, v.data): v for v in verdicts if v.a == baseline}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for group, dtype, data in curves:
@@ -133,7 +158,7 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
             ax,
             AXIS_LABELS[axis],
             f"speedup over {baseline} (x, >1 is faster; both IQRs shaded)",
-            f"speedup over {baseline} (stars: payoff points)",
+            _titled(f"speedup over {baseline} (stars: payoff points)", section),
         )
         out["speedup"] = fig
     else:
@@ -162,7 +187,7 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
                 ax,
                 AXIS_LABELS[axis],
                 "scaling efficiency (speedup over one device / replicas; IQRs shaded)",
-                "scaling efficiency",
+                _titled("scaling efficiency", section),
                 logy=False,
             )
             out["efficiency"] = fig
@@ -179,9 +204,18 @@ def figures(rows: list[dict], baseline: str, verdicts=None) -> dict[str, Figure]
                 label=name(group, dtype, data),
                 **_line_style(group in emulated, len(series)),
             )
-        _finish(ax, "arithmetic intensity (FLOP/byte)", "throughput (GFLOP/s)", "roofline")
+        _finish(
+            ax,
+            "arithmetic intensity (FLOP/byte)",
+            "throughput (GFLOP/s)",
+            _titled("roofline", section),
+        )
         out["roofline"] = fig
     return out
+
+
+def _titled(title: str, section: str) -> str:
+    return f"{section}: {title}" if section else title
 
 
 def save(figs: dict[str, Figure], plots: Path) -> dict[str, bytes]:

@@ -18,7 +18,14 @@ def _clock(seconds: float) -> str:
 
 
 def describe(point: Point) -> str:
-    return f"{point.group} m={point.m} k={point.k} n={point.n} {point.dtype} {point.data}"
+    op = "" if point.op == "matmul" else f" {point.op}"
+    weak = " weak" if point.scaling == "weak" else ""
+    sizes = (
+        f"m={point.m} n={point.n}"
+        if point.op == "allreduce"
+        else (f"m={point.m} k={point.k} n={point.n}")
+    )
+    return f"{point.group}{op}{weak} {sizes} {point.dtype} {point.data}"
 
 
 class Progress:
@@ -53,7 +60,9 @@ class Progress:
             self.measured_s += time.monotonic() - getattr(self, "_point_started", time.monotonic())
             self.measured += 1
         result = row["status"]
-        if result == "ok":
+        if result == "ok" and row.get("busbw_gbps") is not None:
+            result = f"{row['median_s'] * 1e6:,.1f} us  busbw {row['busbw_gbps']:,.2f} GB/s"
+        elif result == "ok":
             result = f"{row['median_s'] * 1e6:,.1f} us  {row['gflops']:,.2f} GFLOP/s"
         else:
             result = f"{result}: {row.get('reason') or ''}"[:120]

@@ -9,8 +9,10 @@ import html
 import json
 from collections import Counter
 
-from tfscale import analysis, noise, plots
+from tfscale import analysis, noise, plots, tables
 from tfscale.config import Timing
+from tfscale.progress import describe
+from tfscale.results import point_of
 
 CSV_LISTS = ("samples_s", "devices", "output_devices", "warnings")
 
@@ -91,62 +93,6 @@ def _why(tighter) -> str:
     return text + "."
 
 
-def _group_rows(rows, declared) -> list[tuple]:
-    out = []
-    series_by_key = analysis.curves(rows)
-    models = analysis.cost_models(series_by_key)
-    for key, series in series_by_key.items():
-        peak = {"gflops": max(r["gflops"] for r in series), "gbps": max(r["gbps"] for r in series)}
-        model = models[key]
-        if model is None:
-            fit = ("-", "-", "-", "-")
-        else:
-            poor = "" if model.fits_well else " (poor fit)"
-            fit = (
-                f"{model.t0_s * 1e6:,.1f}",
-                f"{model.peak_gflops:,.1f}",
-                f"{model.network_gbps:,.3g}" if model.network_gbps else "-",
-                f"{model.max_rel_residual:.0%}{poor}",
-            )
-        share = declared.get(key[0], {})
-        of_peak = []
-        if share.get("tflops"):
-            of_peak.append(
-                f"{peak['gflops'] / (share['tflops'] * 1e3):.0%} of {share['tflops']:g} TFLOP/s"
-            )
-        if share.get("gbps"):
-            of_peak.append(f"{peak['gbps'] / share['gbps']:.0%} of {share['gbps']:g} GB/s")
-        group = analysis.label(key[0], any(r.get("emulated") for r in series))
-        out.append(
-            (
-                group,
-                key[1],
-                key[2],
-                len(series),
-                f"{peak['gflops']:,.2f}",
-                f"{peak['gbps']:,.2f}",
-                *fit,
-                "; ".join(of_peak) or "-",
-            )
-        )
-    return out
-
-
-GROUP_HEADER = (
-    "group",
-    "dtype",
-    "data",
-    "points",
-    "peak GFLOP/s",
-    "peak GB/s",
-    "fit: t0 (us)",
-    "fit: peak GFLOP/s",
-    "fit: network GB/s",
-    "fit: max residual",
-    "of declared peak",
-)
-
-
 def _warnings(rows, notes) -> list[str]:
     reasons = Counter(
         (r["group"], r["status"], r.get("reason")) for r in rows if r["status"] != "ok"
@@ -155,8 +101,7 @@ def _warnings(rows, notes) -> list[str]:
         *notes,
         *(f"{g}: {n} point(s) {s}: {why}" for (g, s, why), n in reasons.items()),
         *(
-            f"{r['group']} m={r['m']} k={r['k']} n={r['n']} {r['dtype']} {r['data']}: "
-            f"{'; '.join(r['warnings'])}"
+            f"{describe(point_of(r))}: {'; '.join(r['warnings'])}"
             for r in rows
             if r.get("warnings")
         ),
@@ -195,16 +140,56 @@ def summary(rows, verdicts, name, notes, declared=None, timing=None) -> str:
         "",
         "## Per group",
         "",
-        "| " + " | ".join(GROUP_HEADER) + " |",
-        "|" + "---|" * len(GROUP_HEADER),
+        *_markdown(tables.GROUP_HEADER, tables.group_rows(rows, declared or {})),
     ]
-    lines += [
-        "| " + " | ".join(str(c) for c in row) + " |" for row in _group_rows(rows, declared or {})
-    ]
+    lines += _communication_markdown(rows)
     warnings = _warnings(rows, notes)
     if warnings:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in warnings)]
     return "\n".join(lines) + "\n"
+
+
+def _markdown(header, body) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in body),
+    ]
+
+
+COMMUNICATION = (
+    "All-reduce bandwidth, nccl-tests style: algbw = bytes / time, busbw = algbw x 2(r-1)/r "
+    "(what each link carries in a ring; comparable across replica counts)."
+)
+BREAKDOWN = (
+    "Training steps broken down, each part timed alone at the same point: the step without "
+    "its all-reduce, and the all-reduce of dW; what compute hides of the all-reduce is "
+    "compute + all-reduce - step."
+)
+
+
+def _communication_markdown(rows) -> list[str]:
+    lines = []
+    reduced, split = tables.allreduce_rows(rows), tables.breakdown_rows(rows)
+    if reduced:
+        lines += ["", "## All-reduce", "", COMMUNICATION, ""]
+        lines += _markdown(tables.ALLREDUCE_HEADER, reduced)
+    if split:
+        lines += ["", "## Training steps: compute and all-reduce", "", BREAKDOWN, ""]
+        lines += _markdown(tables.BREAKDOWN_HEADER, split)
+    return lines
+
+
+def _communication_html(rows) -> str:
+    out = ""
+    reduced, split = tables.allreduce_rows(rows), tables.breakdown_rows(rows)
+    if reduced:
+        out += f"<h2>All-reduce</h2><p>{html.escape(COMMUNICATION)}</p>"
+        out += _table(tables.ALLREDUCE_HEADER, reduced)
+    if split:
+        out += f"<h2>Training steps: compute and all-reduce</h2><p>{html.escape(BREAKDOWN)}</p>"
+        out += _table(tables.BREAKDOWN_HEADER, split)
+    return out
 
 
 def _table(header, body) -> str:
@@ -263,7 +248,8 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 {said}
 {figures}
 <h2>Per group</h2>
-{_table(GROUP_HEADER, _group_rows(rows, declared))}
+{_table(tables.GROUP_HEADER, tables.group_rows(rows, declared))}
+{_communication_html(rows)}
 <h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
 <h2>Where it ran</h2>
 {_table(("what", "value"), [(k, v) for k, v in context if v is not None])}

@@ -12,9 +12,10 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from tfscale.config import OPS, SCALINGS
 from tfscale.errors import ConfigError
 from tfscale.groups import parse_group
-from tfscale.plan import Point
+from tfscale.plan import PRECISION, Point
 
 STATUSES = ("ok", "skipped", "oom", "failed", "timeout", "unavailable")
 NOISY_IQR = 0.10  # torch.utils.benchmark warns beyond 10% of the median
@@ -53,9 +54,12 @@ def base_row(point: Point, **fields) -> dict:
         "point_id": point.point_id,
         **point.coordinates(),
         "replicas": point.replicas,
+        "global_m": point.global_m,
         "flops": point.flops,
         "bytes": point.bytes,
+        "grad_bytes": point.grad_bytes,
         "network_bytes": point.network_bytes,
+        "precision": point.precision,
         **fields,
     }
 
@@ -77,6 +81,7 @@ def ok_row(point: Point, samples: list[float], **fields) -> dict:
         median_s=median,
         **derived_statistics(samples, median, point.flops, point.bytes),
         warnings=warnings,
+        **bandwidths(point.op, point.bytes, median, point.replicas),
         **fields,
     )
 
@@ -106,13 +111,6 @@ def noise_warnings(samples: list[float]) -> list[str]:
 
 # ---- reading rows someone else wrote --------------------------------------------------------
 
-PRECISION = {
-    "float32": "fp32",
-    "bfloat16": "bf16",
-    "float16": "fp16",
-    "float64": "fp64",
-    "tf32": "tf32",
-}
 DATA_MODES = ("device", "host")
 
 # What every row must carry (DESIGN.md "Result row") and cannot be derived: the coordinates,
@@ -146,12 +144,16 @@ def normalize(row: dict) -> dict:
     _fill(out, "precision", lambda: PRECISION[row["dtype"]])
     _fill(out, "replicas", lambda: parse_group(row["group"])[1])
     _fill(out, "network_bytes", lambda: point_of(out).network_bytes)
+    _fill(out, "grad_bytes", lambda: point_of(out).grad_bytes)
+    _fill(out, "global_m", lambda: point_of(out).global_m)
     if ok:
         if any(row.get(key) is None for key in DERIVED):
             derived = derived_statistics(
                 row["samples_s"], row["median_s"], row["flops"], row["bytes"]
             )
             out.update({key: value for key, value in derived.items() if row.get(key) is None})
+        bandwidth = bandwidths(out["op"], row["bytes"], row["median_s"], out["replicas"])
+        out.update({key: value for key, value in bandwidth.items() if row.get(key) is None})
         _fill(out, "warnings", lambda: noise_warnings(row["samples_s"]))
     return out
 
@@ -216,10 +218,12 @@ CHECKS = {
     "point_id": (lambda v: isinstance(v, str) and v != "", "expected text"),
     "group": (_group, "unknown group; expected cpu, gpu, mirrored:K or multiworker:NxK"),
     "m": (_size, "expected a size >= 1"),
-    "k": (_size, "expected a size >= 1"),
+    "k": (lambda v: type(v) is int and v >= 0, "expected a size >= 1 (0: an all-reduce's)"),
     "n": (_size, "expected a size >= 1"),
     "dtype": (lambda v: isinstance(v, str) and v in PRECISION, f"expected one of {DTYPES}"),
     "data": (lambda v: isinstance(v, str) and v in DATA_MODES, "expected device or host"),
+    "op": (lambda v: v is None or v in OPS, f"expected one of {', '.join(OPS)}"),
+    "scaling": (lambda v: v is None or v in SCALINGS, f"expected one of {', '.join(SCALINGS)}"),
     "flops": (_count, "expected a count"),
     "bytes": (_count, "expected a count"),
     "network_bytes": (_optional(_count), "expected a count"),
@@ -241,3 +245,24 @@ OK_CHECKS = {
     **{field: (_optional(_count), "expected a number >= 0") for field in RATES},
     **{field: (_optional(lambda v: _number(v) and v >= 1), "expected >= 1") for field in COUNTS},
 }
+
+
+def bandwidths(op: str, nbytes: float, seconds: float, replicas: int) -> dict:
+    """nccl-tests' figures for an all-reduce: algbw = bytes / time, and busbw = algbw *
+    2(r-1)/r, the rate each link must carry in a ring, comparable across replica counts."""
+    if op != "allreduce":
+        return {}
+    algbw = nbytes / seconds / 1e9
+    return {"algbw_gbps": algbw, "busbw_gbps": algbw * 2 * (replicas - 1) / replicas}
+
+
+def breakdown_fields(variant: str, samples: list[float]) -> dict:
+    """A breakdown variant of a point, timed like the point: `compute_s` (a training step
+    without its all-reduce), `allreduce_s` (the all-reduce of dW alone), their IQRs and
+    samples."""
+    stats = summarize(samples)
+    return {
+        f"{variant}_s": stats.median,
+        f"{variant}_iqr_s": stats.iqr,
+        f"{variant}_samples_s": samples,
+    }

@@ -14,6 +14,7 @@ being written off point by point. A reservation that fails decides the rest of i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -106,6 +107,7 @@ class Runner:
             placement = place(
                 entry.group, self.experiment.emulate, nodes, entry.emulate, entry.threads
             )
+            placement = dataclasses.replace(placement, all_reduce=entry.all_reduce)
             if placement.unavailable:
                 self._all_unavailable(placement, by_group[entry.group], placement.unavailable)
             elif by_group[entry.group]:

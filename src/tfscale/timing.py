@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_INNER = 1 << 24
+LOOP_BOUND = 1.85  # t(2 inner) / t(inner) at or above this: the loop fills the block
+ROUNDS = 6  # at most this many rounds of growing inner to get there
+LONG_BLOCK_S = 1.0  # a block this long is long enough, whatever the ratio says (noise)
 
 Block = Callable[[int], float]
 
@@ -43,15 +46,35 @@ class Sampled:
 
 
 def calibrate(block: Block, min_block_s: float) -> tuple[int, float]:
-    """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange)."""
+    """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange), then until
+    the loop, not the call around it, fills the block: doubling `inner` must nearly double the
+    time. A call can cost milliseconds (a multi-worker function's dispatch, a strategy's merge
+    calls); a block of one iteration would then time the call, not the op. From a block and
+    its double the call's cost and one iteration's are estimated, and inner jumps to where the
+    call is at most ~15% of the block (growing at most 100x a round)."""
     inner, spent = 1, 0.0
     while True:
         took = block(inner)
         spent += took
         if took >= min_block_s or inner >= MAX_INNER:
-            return inner, spent
+            break
         grow = min_block_s * 1.2 / max(took, 1e-7)
         inner = min(MAX_INNER, max(2 * inner, math.ceil(inner * min(grow, 100.0))))
+    for _ in range(ROUNDS):
+        if inner > MAX_INNER // 2 or took >= LONG_BLOCK_S:
+            break
+        double = block(2 * inner)
+        spent += double
+        if double >= LOOP_BOUND * took:
+            break
+        per_iteration = (double - took) / inner
+        call = max(2 * took - double, 0.0)
+        want = math.ceil(6 * call / per_iteration) if per_iteration > 0 else 100 * inner
+        # at most half the cap, so loop scaling can still be checked on 2 x inner
+        inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner)))
+        took = block(inner)
+        spent += took
+    return inner, spent
 
 
 def settle(block: Block, inner: int, budget_s: float) -> float:

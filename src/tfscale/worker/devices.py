@@ -2,19 +2,24 @@
 
 Runs once per actor, before TensorFlow initialises its devices: thread pools sized to the CPUs
 the actor owns (Ray exports OMP_NUM_THREADS=1), soft placement off (so a GPU op can never run
-on the CPU quietly), logical CPU devices for emulated groups, memory growth on real GPUs.
+on the CPU quietly), TF32 off (so float32 means fp32: TensorFlow turns TF32 on by default on
+Ampere and newer GPUs, rounding matmul inputs to 10 mantissa bits), logical CPU devices for
+emulated groups, memory growth on real GPUs.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from tfscale.worker.gpus import GpuInfo, complete, nvidia_smi, parse_description
+
+PINNED_DEFAULT_MB = 1 << 16  # TensorFlow's default TF_GPU_HOST_MEM_LIMIT_IN_MB (64 GiB)
 
 
 class DeviceError(Exception):
-    """The devices this group needs are not usable here; every point of it fails with this."""
+    """The devices this group needs are not usable here; the group cannot run on this node."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,13 @@ class DeviceSet:
     inter_op_threads: int
     host_bytes: int
     device_bytes: int | None  # None: devices share host memory (CPU, emulated)
+    model: str = ""  # the GPU model, or the CPU model where the devices are CPUs
+    gpus: tuple[GpuInfo, ...] = field(default=())
+    pinned_bytes: int | None = None  # TensorFlow's pinned host pool (real GPUs only)
+
+    @property
+    def on_gpus(self) -> bool:
+        return bool(self.gpus)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -51,6 +63,7 @@ def setup(
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     tf.config.set_soft_device_placement(False)
+    tf.config.experimental.enable_tensor_float_32_execution(False)
     gpus = tf.config.list_physical_devices("GPU")
     host = host_memory_bytes()
 
@@ -67,19 +80,37 @@ def setup(
             if initialise
             else ()
         )
-        return DeviceSet(kind, names, emulated, threads, inter, host, None)
+        return DeviceSet(kind, names, emulated, threads, inter, host, None, cpu_model())
 
     check_gpu_count(
         len(gpus), replicas, os.environ.get("CUDA_VISIBLE_DEVICES"), tf.test.is_built_with_cuda()
     )
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
-    names = (
-        tuple(d.name for d in tf.config.list_logical_devices("GPU"))[:replicas]
-        if initialise
-        else ()
+    if not initialise:
+        return DeviceSet(kind, (), False, threads, inter, host, None, "", (), pinned_bytes())
+    names = tuple(d.name for d in tf.config.list_logical_devices("GPU"))[:replicas]
+    return with_gpu_info(
+        DeviceSet(kind, names, False, threads, inter, host, None, "", (), pinned_bytes())
     )
-    return DeviceSet(kind, names, False, threads, inter, host, gpu_memory_bytes())
+
+
+def with_gpu_info(devices: DeviceSet) -> DeviceSet:
+    """The set completed with its GPUs' model, memory, driver (TensorFlow must be initialised)."""
+    import dataclasses
+
+    from tensorflow.python.client import device_lib
+
+    local = [d for d in device_lib.list_local_devices() if d.device_type == "GPU"]
+    found = [parse_description(d.physical_device_desc, d.memory_limit) for d in local]
+    gpus = tuple(complete([g for g in found if g is not None][: len(devices.names)], nvidia_smi()))
+    memory = [g.memory_bytes for g in gpus]
+    return dataclasses.replace(
+        devices,
+        gpus=gpus,
+        model=", ".join(sorted({g.name for g in gpus})),
+        device_bytes=None if not memory or None in memory else min(memory),
+    )
 
 
 def check_gpu_count(seen: int, wanted: int, visible: str | None, built_with_cuda: bool) -> None:
@@ -98,6 +129,12 @@ def check_gpu_count(seen: int, wanted: int, visible: str | None, built_with_cuda
     )
 
 
+def pinned_bytes() -> int:
+    """TensorFlow's pool of pinned host memory, which stages every host<->GPU copy."""
+    text = os.environ.get("TF_GPU_HOST_MEM_LIMIT_IN_MB", "")
+    return (int(text) if text.strip().isdigit() else PINNED_DEFAULT_MB) * 2**20
+
+
 def host_memory_bytes() -> int:
     """Physical memory, or the cgroup limit where one is set lower."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -111,25 +148,6 @@ def host_memory_bytes() -> int:
     return total
 
 
-def parse_gpu_memory(nvidia_smi_csv: str) -> int | None:
-    """Smallest `memory.total` (MiB, one line per GPU) in bytes, or None if unreadable."""
-    values = [int(line.strip()) for line in nvidia_smi_csv.splitlines() if line.strip().isdigit()]
-    return min(values) * 2**20 if values else None
-
-
-def gpu_memory_bytes() -> int | None:
-    """Memory of the GPUs this worker sees; None where nvidia-smi is missing (no plan-time skip)."""
-    command = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        command += ["-i", visible]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_gpu_memory(result.stdout)
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -141,8 +159,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def precision_settings() -> dict:
+    """What decides float32 matmul precision in this process, for environment.json."""
+    import tensorflow as tf
+
+    return {
+        "tf32_enabled": tf.config.experimental.tensor_float_32_execution_enabled(),
+        "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+    }
+
+
 def tensorflow_build() -> dict:
-    """TensorFlow version and the CUDA/cuDNN it was built with, for environment.json."""
+    """TensorFlow version and the CUDA/cuDNN/NCCL it was built with, for environment.json."""
     import tensorflow as tf
 
     info = dict(tf.sysconfig.get_build_info())
@@ -150,6 +178,20 @@ def tensorflow_build() -> dict:
         "tensorflow": tf.__version__,
         "cuda": info.get("cuda_version"),
         "cudnn": info.get("cudnn_version"),
+        "nccl": nccl_version(),
         "built_with_cuda": tf.test.is_built_with_cuda(),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        **precision_settings(),
     }
+
+
+def nccl_version() -> str | None:
+    """The NCCL that tensorflow[and-cuda] installs (a pip package), if any."""
+    from importlib import metadata
+
+    for package in ("nvidia-nccl-cu12", "nvidia-nccl-cu13", "nvidia-nccl-cu11"):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

@@ -11,16 +11,31 @@ Why worker 0 and not the tfscale driver: the driver runs no TensorFlow (and may 
 outside the group), so the chief's host stands in for "the host that holds the data".
 
 Transfers are collective broadcasts inside a group of two (worker 0's host CPU and worker j's
-host CPU), so they run on MultiWorkerMirroredStrategy's own collective runtime, with its
-timeout. Each point gets fresh instance keys (every member counts points in the same order).
+host CPU), so they run on MultiWorkerMirroredStrategy's own collective runtime. They carry no
+timeout: TensorFlow implements a collective's timeout with a thread that sleeps for all of it,
+one per collective, which inside a timed loop costs time and threads (the driver's
+point_timeout_s bounds a hung point instead). Each point gets fresh instance keys (every
+member counts points in the same order).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import collective_ops  # the V2 send/recv have no public alias
 
-from tfscale.measure import HEAD_COLS, HEAD_ROWS
+from tfscale.plan import Point
+from tfscale.worker.graph import short_device
+from tfscale.worker.ops.base import (
+    HEAD_COLS,
+    HEAD_ROWS,
+    Loaded,
+    matmul_tolerance,
+    operand,
+    reference,
+    relative_error,
+)
+from tfscale.worker.replicas import Replicas
 
 GROUP_KEY = 1_000_000  # pair groups: far above MultiWorkerMirroredStrategy's own (from 1)
 INSTANCE_KEY = 1_000_000
@@ -33,30 +48,57 @@ def host_of(task: int) -> str:
 class HostScatter:
     """Builds and feeds the host-mode loop of one member of a multi-worker group."""
 
-    def __init__(self, task: int, local: tuple[str, ...], timeout_s: float):
-        self.task, self.local, self.timeout_s = task, local, timeout_s
+    def __init__(self, task: int, local: tuple[str, ...]):
+        self.task, self.local = task, local
         self._points = 0
         self._functions: dict[int, object] = {}
 
     def owner(self, replica: int) -> int:
         return replica // len(self.local)
 
-    def operands(self, point, ws: list) -> tuple[list, tuple]:
+    def load(self, point: Point, replicas: Replicas) -> tuple[object, Loaded]:
         """Worker 0 makes every shard of X in its host memory (seeded by global replica, as in
-        device mode); the others make none. Returns (X shards held here, function arguments)."""
+        device mode); the others make none. W on every local device. Returns the traced loop
+        of this member and its operands."""
         rows = point.shard_rows()
-        dtype = tf.as_dtype(point.dtype)
+        w = operand((point.k, point.n), "w", 0, point.dtype)
+        ws = []
+        for name in self.local:
+            with tf.device(name):
+                ws.append(tf.identity(w))
         xs = []
         if self.task == 0:
             with tf.device(host_of(0)):
                 xs = [
-                    tf.random.stateless_normal((r, point.k), seed=[1, i], dtype=dtype)
+                    tf.identity(operand((r, point.k), "x", i, point.dtype))
                     for i, r in enumerate(rows)
                 ]
         self._points += 1
         key = INSTANCE_KEY + 2 * len(rows) * self._points
         shapes = tf.constant([[r, point.k, point.n] for r in rows], dtype=tf.int32)
-        return xs, (xs, ws, shapes, tf.constant(key, dtype=tf.int32))
+        args = (xs, ws, shapes, tf.constant(key, dtype=tf.int32))
+        return self.function(point.replicas), Loaded(args, {"w": w})
+
+    def fetch(self, out) -> list:
+        """Worker 0: every replica's corner of Y (gathered on its host); the others: nothing
+        (their sends complete when worker 0 has received)."""
+        values = [t.numpy() for t in out]
+        return values if self.task == 0 else []
+
+    def outputs(self, out) -> list[str]:
+        return [short_device(t.device) for t in out] if self.task == 0 else []
+
+    def numerics(self, point: Point, loaded: Loaded, heads: list, replicas: Replicas):
+        """Worker 0 checks every replica's corner, the gathered ones too (so the transport is
+        checked); the others hold no X."""
+        w = loaded.check["w"][:, :HEAD_COLS].numpy().astype(np.float64)
+        rows = point.shard_rows()
+        worst = 0.0
+        for replica, head in enumerate(heads):
+            if rows[replica]:
+                x = reference((min(rows[replica], HEAD_ROWS), point.k), "x", replica, point.dtype)
+                worst = max(worst, relative_error(head, x @ w))
+        return worst, matmul_tolerance(point.dtype, point.k), None
 
     def function(self, replicas: int):
         """The traced loop of this member for a group of `replicas` replicas."""
@@ -74,7 +116,6 @@ class HostScatter:
             "group_size": 2,
             "group_key": GROUP_KEY + self.owner(replica),
             "instance_key": key + 2 * replica + int(gather),
-            "timeout": self.timeout_s,
         }
 
     def _source(self, replicas, xs, ws, shapes, key) -> list:
@@ -129,5 +170,7 @@ def _repeat(step, iters) -> list:
         with tf.control_dependencies(list(ys)):
             return (i + 1, *step())
 
-    _, *ys = tf.while_loop(lambda i, *_: i < iters, body, (tf.constant(1), *ys))
+    _, *ys = tf.while_loop(
+        lambda i, *_: i < iters, body, (tf.constant(1), *ys), parallel_iterations=1
+    )
     return [y[:HEAD_ROWS, :HEAD_COLS] for y in ys]

@@ -13,11 +13,20 @@ import time
 
 
 class GroupWorker:
-    def __init__(self, group: str, kind: str, replicas: int, emulated: bool, threads: int):
-        from tfscale.devices import DeviceError, setup
+    def __init__(
+        self,
+        group: str,
+        kind: str,
+        replicas: int,
+        emulated: bool,
+        threads: int,
+        all_reduce: str | None = None,
+    ):
+        from tfscale.worker.devices import DeviceError, setup
 
         started = time.perf_counter()
         self.group, self.error, self.devices, self._measurer = group, None, None, None
+        self.all_reduce = all_reduce
         try:
             self.devices = setup(kind, replicas, emulated, threads)
         except DeviceError as exc:
@@ -35,9 +44,9 @@ class GroupWorker:
         if self.error:
             return {"status": "failed", "reason": self.error}
         if self._measurer is None:
-            from tfscale.measure import Measurer
+            from tfscale.worker.measure import Measurer
 
-            self._measurer = Measurer(self.devices)
+            self._measurer = Measurer(self.devices, all_reduce=self.all_reduce)
         return self._measurer.run(Point(**point), timing)
 
 
@@ -47,8 +56,11 @@ class CollectiveMember:
     The driver asks every member for a port, builds TF_CONFIG from the nodes' addresses, then
     calls each method on all members at once (collectives need every worker)."""
 
-    def __init__(self, group: str, gpus_per_worker: int, threads: int):
+    def __init__(
+        self, group: str, gpus_per_worker: int, threads: int, all_reduce: str | None = None
+    ):
         self.group, self.gpus, self.threads = group, gpus_per_worker, threads
+        self.all_reduce = all_reduce
         self.error, self.devices, self._measurer, self.index = None, None, None, 0
 
     def free_port(self) -> int:
@@ -59,10 +71,16 @@ class CollectiveMember:
             return probe.getsockname()[1]
 
     def connect(self, tf_config: str, index: int, timeout_s: float) -> dict:
-        """Set up devices, join the strategy (waits for every worker), describe this member."""
-        import dataclasses
+        """Set up devices, join the strategy (waits for every worker), describe this member.
 
-        from tfscale.devices import DeviceError, setup
+        The strategy's collectives get no timeout: TensorFlow implements one with a thread that
+        sleeps for all of it, per collective, which inside a timed loop costs time and leaves
+        threads behind. Set-up collectives (lining the workers up) pass `timeout_s` themselves,
+        and the driver's point_timeout_s bounds a point that hangs."""
+        import dataclasses
+        import json
+
+        from tfscale.worker.devices import DeviceError, setup, with_gpu_info
 
         started = time.perf_counter()
         self.index = index
@@ -75,16 +93,27 @@ class CollectiveMember:
             return describe(self.group, time.perf_counter() - started, self.error, None)
         import tensorflow as tf
 
-        from tfscale.measure import Measurer
+        from tfscale.worker.measure import Measurer
 
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+        implementation = {
+            "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+            "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+        }.get(
+            self.all_reduce or "auto", tf.distribute.experimental.CommunicationImplementation.AUTO
+        )
+        options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         local = tuple(strategy.extended.worker_devices)
         self.devices = dataclasses.replace(devices, kind="multiworker", names=local)
-        self._measurer = Measurer(self.devices, strategy, index * len(local), timeout_s)
+        if self.gpus:
+            self.devices = with_gpu_info(self.devices)
+        total = len(json.loads(tf_config)["cluster"]["worker"]) * len(local)
+        self._measurer = Measurer(
+            self.devices, strategy, index * len(local), total, timeout_s=timeout_s
+        )
         return describe(self.group, time.perf_counter() - started, None, self.devices)
 
-    def prepare(self, point: dict, timing: dict) -> dict:
+    def prepare(self, point: dict, timing: dict, variant: str = "step") -> dict:
         from tfscale.plan import Point
 
         _test_stall(point)
@@ -92,7 +121,7 @@ class CollectiveMember:
             return {"status": "failed", "reason": self.error}
         if os.environ.get("TFSCALE_TEST_FAIL") == f"{point['m']}:{self.index}":
             return {"status": "failed", "reason": f"injected failure of worker {self.index}"}
-        return self._measurer.prepare(Point(**point), timing)
+        return self._measurer.prepare(Point(**point), timing, variant)
 
     def block(self, inner: int) -> float:
         return self._measurer.block(inner)
@@ -103,7 +132,7 @@ class CollectiveMember:
 
 def describe(group: str, setup_s: float, error: str | None, devices) -> dict:
     """What a worker really has: devices, threads, memory, versions (environment.json)."""
-    from tfscale.devices import cpu_model, tensorflow_build
+    from tfscale.worker.devices import cpu_model, tensorflow_build
 
     info = {
         "group": group,
