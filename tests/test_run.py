@@ -106,6 +106,20 @@ def test_ok_rows_carry_the_contract_fields_and_honest_labels(tiny_run):
     assert all(not r["emulated"] for r in rows if r["group"] == "cpu")
 
 
+def test_workers_measure_at_normal_priority_from_a_caching_host_allocator(tiny_run):
+    """Ray starts workers at nice 15, which would hand the CPUs the actor reserved to any
+    busier thread; glibc would fault a large output's pages in again every iteration. Rows say
+    what each point measured with, read back in the worker."""
+    tmp, result = tiny_run
+    rows = [
+        r for r in read_rows(tmp / result.stdout.strip().splitlines()[-1]) if r["status"] == "ok"
+    ]
+    for row in rows:
+        conditions = row["measured_with"]
+        assert conditions["nice"] == 0 and conditions["host_allocator"] == "bfc", conditions
+        assert conditions["intra_op_threads"] == row["threads"] and conditions["cpus"]
+
+
 def test_environment_and_summary_describe_the_run(tiny_run):
     tmp, result = tiny_run
     run = tmp / result.stdout.strip().splitlines()[-1]
