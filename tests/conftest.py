@@ -116,9 +116,9 @@ class OtherRay:
         assert any("ray::_GroupActor" in cmd for cmd in self.watched.values()), self.watched
 
     def killed(self) -> list[str]:
-        """Which of its daemons and its actor are gone."""
+        """Which of its daemons and its actor are gone (by name)."""
         alive = self.cluster.processes()
-        return [cmd[:60] for pid, cmd in self.watched.items() if pid not in alive]
+        return [Path(cmd.split()[0]).name for pid, cmd in self.watched.items() if pid not in alive]
 
 
 @pytest.fixture(scope="session")
@@ -168,4 +168,4 @@ def sessions():
 
     started = Sessions()
     yield started
-    stop_sessions(*started, grace_s=1.0)
+    stop_sessions(*started)

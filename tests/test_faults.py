@@ -1,7 +1,9 @@
 """Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted.
 
-Each run starts in a session of its own with the local Ray it starts (conftest `sessions`):
-the worker to kill is looked for there, and whatever is left of a run is stopped there."""
+Each run starts in a session of its own (conftest `sessions`), with the local Ray it starts
+in local mode: the worker to kill is looked for there, and whatever is left of a run is
+stopped there. Faults that do not depend on the mode run on the shared cluster (no Ray to
+start for each run)."""
 
 from __future__ import annotations
 
@@ -32,12 +34,14 @@ run: {max_attempts: 2, point_timeout_s: 20}
 """
 
 
-def start(sessions, tmp: Path, *args: str, **env: str) -> subprocess.Popen:
-    """`tfscale run ARGS` in a session of its own: the local Ray it starts is in it too."""
+def start(sessions, tmp: Path, *args: str, cluster=None, **env: str) -> subprocess.Popen:
+    """`tfscale run ARGS` in a session of its own: in local mode the Ray it starts is in it
+    too; with `cluster`, against that cluster."""
+    where = ["--address", cluster.address] if cluster else []
     return sessions.start(
-        [sys.executable, "-m", "tfscale.cli", "run", *args],
+        [sys.executable, "-m", "tfscale.cli", "run", *args, *where],
         cwd=tmp,
-        env=user_env(env),
+        env=user_env({**(cluster.env if cluster else {}), **env}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,10 +81,12 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions):
     assert all(r["status"] == "ok" for r in found)
 
 
-def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path, sessions):
+def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG.replace("point_timeout_s: 20", "point_timeout_s: 3"))
     run = tmp_path / "run"
-    process = start(sessions, tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="2:600")
+    process = start(
+        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="2:600"
+    )
     out, err = process.communicate(timeout=300)  # the stall alone is 600 s
     assert process.returncode == 0, err[-3000:]
     found = assert_one_terminal_row_per_point(run, 6)
@@ -89,10 +95,10 @@ def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path, sessions):
     assert "point_timeout_s=3" in next(r for r in found if r["m"] == 2)["reason"]
 
 
-def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions):
+def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(sessions, tmp_path, "c.yaml", "--out", str(run))
+    process = start(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
     wait_for_rows(run, 2, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -102,7 +108,7 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path,
     partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
-    resumed = start(sessions, tmp_path, "--resume", str(run))
+    resumed = start(sessions, tmp_path, "--resume", str(run), cluster=cluster)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert_one_terminal_row_per_point(run, 6)
@@ -113,7 +119,7 @@ def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, 
     run = tmp_path / "run"
     process = start(sessions, tmp_path, "c.yaml", "--out", str(run))
     wait_for_rows(run, 3, process)
-    stop_sessions(process, grace_s=None)  # SIGKILL: the driver and the local Ray it started
+    stop_sessions(process)  # SIGKILL: the driver and the local Ray it started
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
