@@ -89,7 +89,7 @@ def stop_sessions(*leaders: subprocess.Popen) -> None:
 
 class LocalCluster:
     """`with LocalCluster() as cluster: cluster.start_head(...); cluster.add_node(...)`; every
-    process it started is gone when the block ends (`left()` says what is not)."""
+    process it started is gone when the block ends."""
 
     def __init__(self, env: dict | None = None):
         self.env = env if env is not None else token_env()
@@ -154,11 +154,13 @@ class LocalCluster:
                 start_new_session=True,
             )
         self.nodes.append(node)
+        # one at a time: two `ray start --address` at once on one host time out registering
         deadline = time.monotonic() + 180
         while "Ray runtime started" not in log.read_text():
             if node.poll() is not None or time.monotonic() > deadline:
+                said = log.read_text()[-3000:]
                 self.stop()
-                raise RuntimeError(f"`ray start` failed:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"`ray start` failed:\n{said}")
             time.sleep(0.1)
 
     def processes(self) -> dict[int, str]:

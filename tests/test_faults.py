@@ -1,9 +1,9 @@
 """Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted.
 
-Each run starts in a session of its own (conftest `sessions`), with the local Ray it starts
-in local mode: the worker to kill is looked for there, and whatever is left of a run is
-stopped there. Faults that do not depend on the mode run on the shared cluster (no Ray to
-start for each run)."""
+Each run starts in a session of its own (conftest `sessions`), with the local Ray it starts in
+local mode, and whatever is left of a run is stopped there. Faults that do not depend on local
+mode run on the shared cluster (no Ray to start for each run); a worker to kill is the run's
+new actor among the cluster's processes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._cluster import session_processes, stop_sessions
+from benchmarks._cluster import stop_sessions
 from tests.conftest import needs_tensorflow, read_rows, user_env
 
 needs_tensorflow()
@@ -62,14 +62,19 @@ def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
     return found
 
 
-def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions):
+def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(sessions, tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="3:8")
+    before = cluster.processes()
+    process = start(
+        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="3:5"
+    )
     wait_for_rows(run, 2, process)
-    time.sleep(1.0)  # point m=3 is now stalled inside the worker: kill that process
+    time.sleep(1.0)  # point m=3 is now stalled inside this run's worker: kill that process
     (actor,) = [
-        pid for pid, cmd in session_processes(process.pid).items() if "ray::_GroupActor" in cmd
+        pid
+        for pid, cmd in cluster.processes().items()
+        if "ray::_GroupActor" in cmd and "ray::_GroupActor" not in before.get(pid, "")
     ]
     os.kill(actor, signal.SIGKILL)
     out, err = process.communicate(timeout=300)
