@@ -103,8 +103,9 @@ assert ray.get(actor.ping.remote()) == "pong"
 
 
 class OtherRay:
-    """A Ray cluster this suite did not start as far as the tests know: a head with its own
-    token and free ports, running a detached actor named like tfscale's (`ray::_GroupActor`)."""
+    """Stands in for someone else's Ray on this machine: a head with its own token and free
+    ports, running a detached actor named like tfscale's (`ray::_GroupActor`), which a test
+    that stops Ray by name (`ray stop`, `pkill -f`) would kill."""
 
     def __init__(self, cluster: LocalCluster):
         self.cluster = cluster
