@@ -61,8 +61,9 @@ def test_sweep_breaks_down_where_the_wall_time_goes():
         assert positive(sweep["wall_s"], sweep["timed_s"], sweep["startup_s"])
         assert 0 < sweep["timed_fraction"] <= sweep["measuring_fraction"] <= 1
         assert sweep["timed_s"] < sweep["wall_s"]
-    assert figures["repeatability"]["points"] >= 1
-    assert math.isfinite(figures["repeatability"]["median_abs_log_ratio"])
+    # over the points of at least 1 ms in both runs: a fast machine may have none
+    repeatability = figures["repeatability"]
+    assert repeatability["points"] == 0 or math.isfinite(repeatability["median_abs_log_ratio"])
 
 
 def test_cluster_scaling_runs_the_sweep_on_one_and_three_nodes():

@@ -73,8 +73,9 @@ class Machine:
         )
         deadline = time.monotonic() + 30
         while port_22_free():
-            assert self.leader.poll() is None, "sshd did not start"
-            assert time.monotonic() < deadline, "sshd did not start"
+            if self.leader.poll() is not None or time.monotonic() > deadline:
+                stop_sessions(self.leader)
+                raise RuntimeError(f"sshd did not start: {tmp}/sshd.log")
             time.sleep(0.1)
         children = Path(f"/proc/{self.leader.pid}/task/{self.leader.pid}/children")
         (init,) = children.read_text().split()
