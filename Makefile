@@ -3,13 +3,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint schema bench clean
+.PHONY: run test bench-smoke test-launcher lint schema bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/tfscale run configs/quickstart.yaml
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# CI runs these once, each in its own step; `make test` leaves them out (pytest markers):
+# the benchmarks' short versions, and `ray up`/`submit`/`down` of cluster/localhost.yaml (root,
+# sshd, rsync; it installs the project and TensorFlow into a fresh venv: minutes)
+bench-smoke: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m bench
+
+test-launcher: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m launcher
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks

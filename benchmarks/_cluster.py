@@ -1,19 +1,42 @@
-"""A local multi-node Ray cluster for the benchmarks: a head and extra `ray start` nodes on
-this machine, each with its own CPUs, and `tfscale run --address` against it."""
+"""A local multi-node Ray cluster on this machine, for the benchmarks and the tests: a head and
+extra `ray start` nodes, each declaring its own CPUs, GPUs and resources, token auth on.
+
+It touches nothing it did not start, so it is safe where other people run Ray:
+- every node is `ray start --block` in a session of its own (start_new_session): its daemons
+  and the workers its raylet forks (each in a process group of its own) stay in that session,
+  and stopping the node signals those processes only, never `ray stop` (which stops every Ray
+  process of the machine);
+- free ports for everything Ray would otherwise bind at a fixed one (6379, 8265, 10001,
+  52365), and a private temp dir, so no `ray_current_cluster` file of anyone else is read or
+  overwritten;
+- GPUs a node declares get ids no device has (CUDA_VISIBLE_DEVICES): TensorFlow sees none of
+  them on any machine, and a node that declares none has none, whatever this machine has.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
-PORT = 6400
+FAKE_GPU_IDS = 90  # CUDA device ids from here on exist on no machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def token_env() -> dict:
@@ -23,25 +46,143 @@ def token_env() -> dict:
     return env
 
 
+def process_info(pid: int) -> tuple[int, str] | None:
+    """(session id, command line) of a live process; None once it is dead (or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+    if state == "Z":
+        return None
+    return int(session), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def session_processes(*sessions: int) -> dict[int, str]:
+    """The live processes of these sessions: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        info = process_info(int(entry.name)) if entry.name.isdigit() else None
+        if info and info[0] in sessions:
+            found[int(entry.name)] = info[1]
+    return found
+
+
+def stop_sessions(*leaders: subprocess.Popen) -> None:
+    """SIGKILL every process of the sessions these `leaders` head; return once none is left.
+    Leaders are reaped last, so their pids (the session ids) cannot be reused by other
+    sessions while we look."""
+    sessions = [leader.pid for leader in leaders]
+    deadline, signalled = time.monotonic() + 30, set()
+    while session_processes(*sessions):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"survived SIGKILL: {session_processes(*sessions)}")
+        for pid in set(session_processes(*sessions)) - signalled:  # a raylet may fork meanwhile
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            signalled.add(pid)
+        time.sleep(0.05)
+    for leader in leaders:
+        leader.wait()
+
+
+class LocalCluster:
+    """`with LocalCluster() as cluster: cluster.start_head(...); cluster.add_node(...)`; every
+    process it started is gone when the block ends."""
+
+    def __init__(self, env: dict | None = None):
+        self.env = env if env is not None else token_env()
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-"))
+        self.nodes: list[subprocess.Popen] = []
+        self.address = ""
+        self.dashboard = ""
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start_head(
+        self, cpus: int = 1, gpus: int = 0, resources: dict | None = None, dashboard: bool = False
+    ) -> str:
+        """Start the head; its address. `dashboard`: serve the dashboard (jobs API) too."""
+        port, dashboard_port = free_port(), free_port()
+        self._start(
+            [
+                "--head",
+                f"--port={port}",
+                f"--temp-dir={self.temp_dir}",
+                f"--ray-client-server-port={free_port()}",
+                f"--dashboard-port={dashboard_port}",
+                "--dashboard-host=127.0.0.1",
+                f"--include-dashboard={str(dashboard).lower()}",
+            ],
+            cpus,
+            gpus,
+            resources,
+        )
+        self.address = f"127.0.0.1:{port}"
+        self.dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard else ""
+        return self.address
+
+    def add_node(self, cpus: int = 1, gpus: int = 0, resources: dict | None = None) -> None:
+        """Start one more node joined to the head."""
+        self._start([f"--address={self.address}"], cpus, gpus, resources)
+
+    def _start(self, args: list[str], cpus: int, gpus: int, resources: dict | None) -> None:
+        fake_gpus = ",".join(str(FAKE_GPU_IDS + i) for i in range(gpus))
+        log = self.temp_dir / f"node{len(self.nodes)}.log"
+        with open(log, "w") as out:
+            node = subprocess.Popen(
+                [
+                    RAY,
+                    "start",
+                    "--block",
+                    *args,
+                    f"--num-cpus={cpus}",
+                    f"--num-gpus={gpus}",
+                    f"--resources={json.dumps(resources or {})}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    "--disable-usage-stats",
+                ],
+                env={**self.env, "CUDA_VISIBLE_DEVICES": fake_gpus},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.nodes.append(node)
+        # one at a time: two `ray start --address` at once on one host time out registering
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            if node.poll() is not None or time.monotonic() > deadline:
+                said = log.read_text()[-3000:]
+                self.stop()
+                raise RuntimeError(f"`ray start` failed:\n{said}")
+            time.sleep(0.1)
+
+    def processes(self) -> dict[int, str]:
+        """Every live process of every node (daemons and the workers they forked)."""
+        return session_processes(*[node.pid for node in self.nodes])
+
+    def stop(self) -> None:
+        """Kill every node at once, then remove the temp dir. SIGKILL: on SIGTERM a raylet
+        takes 10 s to exit, gcs_server and `ray start --block` longer, and a throwaway
+        cluster has nothing to save (its object store leaves nothing in /dev/shm)."""
+        stop_sessions(*[node for node in self.nodes if node.returncode is None])
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def local_cluster(nodes: int, env: dict, cpus: int = 1) -> Iterator[str]:
-    """Yield the address of a fresh cluster of `nodes` nodes; stop every Ray process after
-    (and before: `ray stop --force` also stops Ray processes this machine had running)."""
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, check=False)
-    head = [RAY, "start", "--head", f"--port={PORT}", f"--num-cpus={cpus}"]
-    start = [*head, "--include-dashboard=false", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, capture_output=True)
-    try:
+    """The address of a fresh cluster of `nodes` CPU nodes of `cpus` CPUs each, stopped after."""
+    with LocalCluster(env) as cluster:
+        cluster.start_head(cpus=cpus)
         for _ in range(nodes - 1):
-            subprocess.run(
-                [RAY, "start", f"--address=127.0.0.1:{PORT}", f"--num-cpus={cpus}"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-        yield f"127.0.0.1:{PORT}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, check=False)
+            cluster.add_node(cpus=cpus)
+        yield cluster.address
 
 
 def tfscale_run(config: Path, out: Path, address: str, env: dict) -> float:

@@ -1,4 +1,9 @@
-"""Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted."""
+"""Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted.
+
+Each run starts in a session of its own (conftest `sessions`), with the local Ray it starts in
+local mode, and whatever is left of a run is stopped there. Faults that do not depend on local
+mode run on the shared cluster (no Ray to start for each run); a worker to kill is the run's
+new actor among the cluster's processes."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_rows
+from benchmarks._cluster import stop_sessions
+from tests.conftest import needs_tensorflow, read_rows, user_env
 
-pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.slow
+needs_tensorflow()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("other_ray_survives")]
 
 CONFIG = """\
 name: faults
@@ -28,17 +34,17 @@ run: {max_attempts: 2, point_timeout_s: 20}
 """
 
 
-def start(tmp: Path, *args: str, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    environment.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfscale.cli", "run", *args],
+def start(sessions, tmp: Path, *args: str, cluster=None, **env: str) -> subprocess.Popen:
+    """`tfscale run ARGS` in a session of its own: in local mode the Ray it starts is in it
+    too; with `cluster`, against that cluster."""
+    where = ["--address", cluster.address] if cluster else []
+    return sessions.start(
+        [sys.executable, "-m", "tfscale.cli", "run", *args, *where],
         cwd=tmp,
-        env=environment,
+        env=user_env({**(cluster.env if cluster else {}), **env}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: the local Ray it starts included
     )
 
 
@@ -56,18 +62,21 @@ def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
     return found
 
 
-def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
+def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="3:8")
+    before = cluster.processes()
+    process = start(
+        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="3:5"
+    )
     wait_for_rows(run, 2, process)
-    time.sleep(1.0)  # point m=3 is now stalled inside the worker: kill that process
-    pids = subprocess.run(
-        ["pgrep", "-f", "ray::_GroupActor"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    assert pids, "no actor process found"
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(1.0)  # point m=3 is now stalled inside this run's worker: kill that process
+    (actor,) = [
+        pid
+        for pid, cmd in cluster.processes().items()
+        if "ray::_GroupActor" in cmd and "ray::_GroupActor" not in before.get(pid, "")
+    ]
+    os.kill(actor, signal.SIGKILL)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-3000:]
     found = assert_one_terminal_row_per_point(run, 6)
@@ -77,11 +86,13 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
     assert all(r["status"] == "ok" for r in found)
 
 
-def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path):
+def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG.replace("point_timeout_s: 20", "point_timeout_s: 3"))
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="2:600")
-    out, err = process.communicate(timeout=300)
+    process = start(
+        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="2:600"
+    )
+    out, err = process.communicate(timeout=300)  # the stall alone is 600 s
     assert process.returncode == 4, err[-3000:]  # complete, one point not ok
     found = assert_one_terminal_row_per_point(run, 6)
     statuses = {r["m"]: r["status"] for r in found}
@@ -89,10 +100,10 @@ def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path):
     assert "point_timeout_s=3" in next(r for r in found if r["m"] == 2)["reason"]
 
 
-def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path):
+def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run))
+    process = start(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
     wait_for_rows(run, 2, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -102,23 +113,23 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path)
     partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
-    resumed = start(tmp_path, "--resume", str(run))
+    resumed = start(sessions, tmp_path, "--resume", str(run), cluster=cluster)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert_one_terminal_row_per_point(run, 6)
 
 
-def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path):
+def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run))
+    process = start(sessions, tmp_path, "c.yaml", "--out", str(run))
     wait_for_rows(run, 3, process)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    stop_sessions(process)  # SIGKILL: the driver and the local Ray it started
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
 
-    resumed = start(tmp_path, "--resume", str(run))
+    resumed = start(sessions, tmp_path, "--resume", str(run))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     after = assert_one_terminal_row_per_point(run, 6)

@@ -12,6 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import needs_tensorflow
+
+needs_tensorflow()
 pytestmark = pytest.mark.slow
 
 TIMING = dict(warmup=2, min_repeats=3, min_time_s=0.05, max_time_s=2, min_block_s=0.005)
