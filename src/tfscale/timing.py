@@ -65,7 +65,7 @@ def calibrate(
         grow = min_block_s * 1.2 / max(took, 1e-7)
         inner = min(MAX_INNER, max(2 * inner, math.ceil(inner * min(grow, 100.0))))
     for _ in range(ROUNDS):
-        if inner > MAX_INNER // 2 or took >= max_block_s:
+        if inner > MAX_INNER // 2 or 2 * took > max_block_s:  # the double must fit too
             break
         double = block(2 * inner)
         spent += double
@@ -74,8 +74,9 @@ def calibrate(
         per_iteration = (double - took) / inner
         call = max(2 * took - double, 0.0)
         want = math.ceil(6 * call / per_iteration) if per_iteration > 0 else 100 * inner
+        fits = math.floor(inner * max_block_s / took)  # blocks stay within max_block_s
         # at most half the cap, so loop scaling can still be checked on 2 x inner
-        inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner)))
+        inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner, fits)))
         took = block(inner)
         spent += took
     return inner, spent
@@ -116,7 +117,11 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
             break
     samples = [t / inner for t in blocks]
     timed_s, loop_scaling = sum(blocks), None
-    if statistics.median(blocks) <= 4 * timing["min_block_s"] and inner <= MAX_INNER // 2:
+    # prove the loop runs (a loop of one iteration has nothing to prove) with a block no
+    # longer than calibration allowed, or than a few min_block_s
+    if 1 < inner <= MAX_INNER // 2 and statistics.median(blocks) <= max(
+        longest / 2, 4 * timing["min_block_s"]
+    ):
         double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
         loop_scaling = double / statistics.median(blocks)
         samples.append(double / (2 * inner))
