@@ -174,6 +174,34 @@ def test_multiworker_group_spans_two_nodes_with_one_replica_each(cluster, tmp_pa
     assert "multiworker:2x0 (emulated)" in summary
 
 
+TRAINING = """\
+name: multiworker-training
+workload: {op: [train_step, allreduce], m: [64, 256], k: 32, n: 16}
+groups: [{group: "multiworker:2x0", threads: 1}]
+timing: {warmup: 2, min_repeats: 3, min_time_s: 0.05, max_time_s: 2, min_block_s: 0.005}
+run: {max_attempts: 1, point_timeout_s: 120}
+"""
+
+
+def test_multiworker_training_steps_and_allreduces_match_numpy(cluster, tmp_path):
+    """Across two workers, dW is all-reduced through MultiWorkerMirroredStrategy every step:
+    W after the warm-up steps equals NumPy's float64 steps on the whole global batch."""
+    rows = sweep_on(cluster, tmp_path, TRAINING)
+    steps = [r for r in rows if r["op"] == "train_step"]
+    assert [r["status"] for r in rows] == ["ok"] * 4, rows
+    for row in steps:
+        assert row["numerics_error"] < 1e-4 and row["precision"] == "fp32"
+        # forward, dW and dX on each worker's device, inside the timed loop
+        assert row["devices"] == ["worker0/CPU:0", "worker1/CPU:0"]
+        assert row["all_reduce"].startswith("collective")
+        assert row["compute_s"] > 0 and row["allreduce_s"] > 0  # the breakdown, per step
+    for row in (r for r in rows if r["op"] == "allreduce"):
+        assert row["numerics_error"] < 1e-6 and row["k"] == 0
+        assert row["busbw_gbps"] == row["algbw_gbps"]  # 2 replicas: 2(r-1)/r = 1
+    summary = (tmp_path / "run/summary.md").read_text()
+    assert "## All-reduce" in summary and "## Training steps: compute and all-reduce" in summary
+
+
 def test_killed_multiworker_member_does_not_hang_the_others(cluster, tmp_path, sessions):
     """A member killed while both are stalled in `prepare`: the others are stopped too, all
     are recreated and the point retried, well before a collective or point timeout (600 s

@@ -50,11 +50,14 @@ ROW_FIELDS = {
     *("data", "flops", "bytes", "network_bytes", "status", "reason", "samples_s", "median_s"),
     *("iqr_s", "q1_s", "q3_s", "min_s", "inner", "timing", "call_s", "loop_scaling"),
     *("numerics_error", "gflops", "gbps", "warnings", "started_at", "attempt", "threads"),
+    *("op", "scaling", "precision", "global_m", "grad_bytes", "all_reduce", "executed"),
+    *("device_model", "gpu"),
 }
 # what every row has, whatever its status
 TERMINAL_FIELDS = {
     *("point_id", "group", "replicas", "emulated", "m", "k", "n", "dtype", "data", "flops"),
     *("bytes", "network_bytes", "status", "reason", "started_at", "attempt"),
+    *("op", "scaling", "precision", "global_m", "grad_bytes"),
 }
 DERIVED = ["summary.md", "report.html", "results.csv", "plots"]
 
@@ -111,6 +114,20 @@ def test_rows_carry_the_contract_fields_and_honest_labels(tiny_run):
     mirrored = [r for r in ok if r["group"] == "mirrored:2"]
     assert all(r["emulated"] and r["devices"] == ["CPU:0", "CPU:1"] for r in mirrored)
     assert all(not r["emulated"] and r["devices"] == ["CPU:0"] for r in ok if r["group"] == "cpu")
+    # float32 is true fp32, said in every row; the loops ran wholly on their devices
+    assert {(r["op"], r["scaling"], r["precision"]) for r in rows} == {("matmul", "strong", "fp32")}
+    assert all(r["executed"]["loop_transfers"] == 0 for r in ok)
+    assert all(r["all_reduce"] == "collective" for r in mirrored)  # read back from TF
+
+
+def test_a_nodes_groups_start_before_its_first_measurement(tiny_run):
+    """Every actor of the node was ready (TensorFlow imported, devices set up) before the
+    first point was measured: no import overlapped a measurement, and none waited for one."""
+    run = run_dir(tiny_run)
+    workers = json.loads((run / "environment.json").read_text())["workers"]
+    measured = [r["started_at"] for r in read_rows(run) if r["status"] == "ok"]
+    assert {"cpu", "mirrored:2"} <= set(workers)
+    assert max(w["ready_at"] for w in workers.values()) <= min(measured)
 
 
 def test_throughput_is_the_work_of_the_matmul_over_the_median_sample(tiny_run):

@@ -179,3 +179,12 @@ def test_call_s_of_an_op_timed_one_call_a_block_is_its_median_sample():
     assert sampled.inner == 1 and sampled.call_s == 5 * MIN_BLOCK
     # calibration 2 blocks, settling 4, sampling 5 (min_repeats): no extra calls for call_s
     assert len(op.inners) == 2 + 4 + 5
+
+
+def test_calibration_leaves_room_for_min_repeats_samples_within_max_time_s():
+    # the call dominates (1/16 s a block), but blocks may only last max_time_s / (5 + 3)
+    op = FakeOp(per_iteration=2**-14, dispatch=MIN_BLOCK)
+    rules = settings(min_repeats=5, min_time_s=0.1, max_time_s=0.5)
+    sampled = timing.sample(op.block, rules, clock=op.clock)
+    assert sampled.inner == 1  # one block already lasts 0.5 / 8 s: no room to grow
+    assert len(sampled.samples) >= 5 and "only" not in " ".join(sampled.warnings)
