@@ -24,7 +24,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
 
 bench: $(VENV)/.installed
-	for b in fidelity sweep scale cluster_scaling multiworker; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in fidelity loop_overhead sweep scale cluster_scaling multiworker collectives; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 schema: $(VENV)/.installed
 	$(BIN)/tfscale validate --schema > schema/experiment.schema.json

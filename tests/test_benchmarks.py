@@ -56,7 +56,8 @@ def test_scale_plans_and_reports_ten_thousand_points():
 def test_sweep_breaks_down_where_the_wall_time_goes():
     figures = figures_of("sweep")
     quickstart, cpu = figures["quickstart"], figures["cpu_sweep"]
-    assert quickstart["points"] == 12 and cpu["points"] == 20  # m = 16..1024 x 3 groups; 20 m
+    # m = 16..1024 (4 sizes) x 2 ops x 3 groups; 20 m
+    assert quickstart["points"] == 24 and cpu["points"] == 20
     for sweep in (quickstart, cpu):
         assert positive(sweep["wall_s"], sweep["timed_s"], sweep["startup_s"])
         assert 0 < sweep["timed_fraction"] <= sweep["measuring_fraction"] <= 1
@@ -77,3 +78,22 @@ def test_multiworker_compares_two_nodes_with_one_for_device_and_host_data():
     for data in ("device", "host"):
         assert len(figures["speedup"][data]) == 3 and positive(*figures["speedup"][data])
     assert figures["network_gbps"] is None or positive(figures["network_gbps"])
+
+
+def test_loop_overhead_compares_each_group_with_cpu_and_shows_no_transfer_in_the_loop():
+    figures = figures_of("loop_overhead")
+    assert set(figures) == {"cpu", "gpu", "mirrored:2"}
+    assert figures["cpu"]["over_cpu"] == 1.0
+    for group in figures.values():
+        assert positive(group["per_iteration_s"], group["over_cpu"])
+        assert group["loop_transfers"] == 0 and group["parallel_iterations"] == [1]
+    assert figures["mirrored:2"]["partitions"] == 2
+
+
+def test_collectives_prints_busbw_curves_breakdowns_and_verdicts():
+    figures = figures_of("collectives")
+    assert set(figures["busbw_gbps"]) == {"mirrored:2", "multiworker:2x0"}
+    for curve in figures["busbw_gbps"].values():
+        assert len(curve) == 3 and positive(*curve.values())
+    assert figures["breakdowns"] == 6  # 3 sizes x (mirrored:2, multiworker:2x0)
+    assert any(v.startswith("train_step: multiworker:2x0") for v in figures["verdicts"])

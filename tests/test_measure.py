@@ -101,6 +101,8 @@ def test_host_data_copies_x_in_and_y_out_every_iteration_one_iteration_at_a_time
     # iteration i's copy of Y
     assert row["executed"]["parallel_iterations"] == [1]
     assert row["executed"]["loop_transfers"] >= 4  # a send and a receive each way
+    received = {d for kind, name, d in row["nodes"] if kind == "_Recv" and "while" in name}
+    assert received == {"CPU:0", "CPU:1"}  # CPU:1 receives X, the host receives Y back
     # the corner that ends a block is sliced where Y is: on the host, after the loop
     slices = [d for kind, name, d in row["nodes"] if kind == "StridedSlice" and "while" not in name]
     assert slices and set(slices) == {"CPU:0"}, slices
