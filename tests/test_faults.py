@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._cluster import stop_sessions
-from tests.conftest import needs_tensorflow, read_rows, user_env
+from tests.conftest import needs_tensorflow, read_rows, start_run, wait_for_rows
 
 needs_tensorflow()
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("other_ray_survives")]
@@ -34,28 +34,6 @@ run: {max_attempts: 2, point_timeout_s: 20}
 """
 
 
-def start(sessions, tmp: Path, *args: str, cluster=None, **env: str) -> subprocess.Popen:
-    """`tfscale run ARGS` in a session of its own: in local mode the Ray it starts is in it
-    too; with `cluster`, against that cluster."""
-    where = ["--address", cluster.address] if cluster else []
-    return sessions.start(
-        [sys.executable, "-m", "tfscale.cli", "run", *args, *where],
-        cwd=tmp,
-        env=user_env({**(cluster.env if cluster else {}), **env}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_rows(run: Path, count: int, process: subprocess.Popen, limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while len(read_rows(run)) < count:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no rows in time"
-        time.sleep(0.1)
-
-
 def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
     found = read_rows(run)
     assert len(found) == points and len({r["point_id"] for r in found}) == points
@@ -66,8 +44,14 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cl
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
     before = cluster.processes()
-    process = start(
-        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="3:5"
+    process = start_run(
+        sessions,
+        tmp_path,
+        "c.yaml",
+        "--out",
+        str(run),
+        cluster=cluster,
+        env={"TFSCALE_TEST_STALL": "3:5"},
     )
     wait_for_rows(run, 2, process)
     time.sleep(1.0)  # point m=3 is now stalled inside this run's worker: kill that process
@@ -86,24 +70,44 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cl
     assert all(r["status"] == "ok" for r in found)
 
 
-def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path, sessions, cluster):
-    (tmp_path / "c.yaml").write_text(CONFIG.replace("point_timeout_s: 20", "point_timeout_s: 3"))
+def test_stuck_point_times_out_the_sweep_goes_on_and_the_run_exits_4_resumed_too(
+    tmp_path, sessions, cluster
+):
+    """Exit 4: complete, one point not ok; computed from the whole results file, so a
+    `--resume` with nothing left to do says the same (test_exit_codes has every other case)."""
+    # a point's timeout covers its trace and sampling (max_time_s): on a busy machine 3 s can
+    # end healthy points too
+    stuck = CONFIG.replace("max_time_s: 2", "max_time_s: 0.5")
+    (tmp_path / "c.yaml").write_text(stuck.replace("point_timeout_s: 20", "point_timeout_s: 8"))
     run = tmp_path / "run"
-    process = start(
-        sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster, TFSCALE_TEST_STALL="2:600"
+    process = start_run(
+        sessions,
+        tmp_path,
+        "c.yaml",
+        "--out",
+        str(run),
+        cluster=cluster,
+        env={"TFSCALE_TEST_STALL": "2:600"},
     )
     out, err = process.communicate(timeout=300)  # the stall alone is 600 s
-    assert process.returncode == 4, err[-3000:]  # complete, one point not ok
+    assert process.returncode == 4, err[-3000:]
+    assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
     found = assert_one_terminal_row_per_point(run, 6)
     statuses = {r["m"]: r["status"] for r in found}
     assert statuses == {1: "ok", 2: "timeout", 3: "ok", 4: "ok", 5: "ok", 6: "ok"}
-    assert "point_timeout_s=3" in next(r for r in found if r["m"] == 2)["reason"]
+    assert "point_timeout_s=8" in next(r for r in found if r["m"] == 2)["reason"]
+
+    again = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 4, err[-3000:]
+    assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
+    assert read_rows(run) == found  # nothing measured again
 
 
 def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions, cluster):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
+    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
     wait_for_rows(run, 2, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -113,7 +117,7 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path,
     partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
-    resumed = start(sessions, tmp_path, "--resume", str(run), cluster=cluster)
+    resumed = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert_one_terminal_row_per_point(run, 6)
@@ -122,14 +126,14 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path,
 def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions):
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start(sessions, tmp_path, "c.yaml", "--out", str(run))
+    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run))
     wait_for_rows(run, 3, process)
     stop_sessions(process)  # SIGKILL: the driver and the local Ray it started
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
 
-    resumed = start(sessions, tmp_path, "--resume", str(run))
+    resumed = start_run(sessions, tmp_path, "--resume", str(run))
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     after = assert_one_terminal_row_per_point(run, 6)
