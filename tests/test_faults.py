@@ -1,9 +1,9 @@
 """Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted.
 
-Each run starts in a session of its own (conftest `sessions`), with the local Ray it starts in
-local mode, and whatever is left of a run is stopped there. Faults that do not depend on local
-mode run on the shared cluster (no Ray to start for each run); a worker to kill is the run's
-new actor among the cluster's processes."""
+Each run starts in a session of its own (conftest `sessions`), and whatever is left of a run is
+stopped there. None of these faults depends on local mode: they run on the shared cluster (no
+Ray to start for each run); a worker to kill is the run's new actor among the cluster's
+processes. Local mode's faults (its node dying, then --resume): test_node_faults."""
 
 from __future__ import annotations
 
@@ -123,17 +123,19 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path,
     assert_one_terminal_row_per_point(run, 6)
 
 
-def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions):
+def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions, cluster):
+    """The driver dies mid-sweep, its actor left to Ray (whose resources the resume needs).
+    A local run's Ray killed with its driver, then resumed: test_node_faults' local node."""
     (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run))
+    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
     wait_for_rows(run, 3, process)
-    stop_sessions(process)  # SIGKILL: the driver and the local Ray it started
+    stop_sessions(process)  # SIGKILL
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
 
-    resumed = start_run(sessions, tmp_path, "--resume", str(run))
+    resumed = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     after = assert_one_terminal_row_per_point(run, 6)
