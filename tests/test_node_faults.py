@@ -6,8 +6,9 @@ cannot run a group makes the group unavailable once, with the reason.
 The cluster is conftest's shared one (its `node_b` has a GPU TensorFlow cannot see) with two
 2-CPU nodes, `cpu_a` and `cpu_b`, added for this module: the sweep's group needs 2 CPUs, which
 only they have, and the tests kill them as a crash would. Time bounds: Ray marks a dead node
-after about 15 s of missed health checks; start_timeout_s is set far above the bounds, so
-waiting out a reservation fails them.
+after about 15 s of missed health checks with its defaults (5 s on the shared cluster, local
+mode keeps the defaults); start_timeout_s is set far above the bounds, so waiting out a
+reservation fails them.
 """
 
 from __future__ import annotations
