@@ -40,19 +40,23 @@ def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
     return found
 
 
+def sweep(sessions, tmp: Path, cluster, config: str = CONFIG, **env: str) -> subprocess.Popen:
+    """`tfscale run` of `config` against the shared cluster, in the background; out: tmp/run."""
+    (tmp / "c.yaml").write_text(config)
+    return start_run(sessions, tmp, "c.yaml", "--out", str(tmp / "run"), cluster=cluster, env=env)
+
+
+def resume(sessions, run: Path, cluster) -> tuple[int, str]:
+    """`tfscale run --resume RUN` against the shared cluster, run to its end: exit code, stderr."""
+    process = start_run(sessions, run.parent, "--resume", str(run), cluster=cluster)
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
 def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cluster):
-    (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
     before = cluster.processes()
-    process = start_run(
-        sessions,
-        tmp_path,
-        "c.yaml",
-        "--out",
-        str(run),
-        cluster=cluster,
-        env={"TFSCALE_TEST_STALL": "3:5"},
-    )
+    process = sweep(sessions, tmp_path, cluster, TFSCALE_TEST_STALL="3:5")
     wait_for_rows(run, 2, process)
     time.sleep(1.0)  # point m=3 is now stalled inside this run's worker: kill that process
     (actor,) = [
@@ -78,17 +82,9 @@ def test_stuck_point_times_out_the_sweep_goes_on_and_the_run_exits_4_resumed_too
     # a point's timeout covers its trace and sampling (max_time_s): on a busy machine 3 s can
     # end healthy points too
     stuck = CONFIG.replace("max_time_s: 2", "max_time_s: 0.5")
-    (tmp_path / "c.yaml").write_text(stuck.replace("point_timeout_s: 20", "point_timeout_s: 8"))
+    stuck = stuck.replace("point_timeout_s: 20", "point_timeout_s: 8")
     run = tmp_path / "run"
-    process = start_run(
-        sessions,
-        tmp_path,
-        "c.yaml",
-        "--out",
-        str(run),
-        cluster=cluster,
-        env={"TFSCALE_TEST_STALL": "2:600"},
-    )
+    process = sweep(sessions, tmp_path, cluster, stuck, TFSCALE_TEST_STALL="2:600")
     out, err = process.communicate(timeout=300)  # the stall alone is 600 s
     assert process.returncode == 4, err[-3000:]
     assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
@@ -97,17 +93,15 @@ def test_stuck_point_times_out_the_sweep_goes_on_and_the_run_exits_4_resumed_too
     assert statuses == {1: "ok", 2: "timeout", 3: "ok", 4: "ok", 5: "ok", 6: "ok"}
     assert "point_timeout_s=8" in next(r for r in found if r["m"] == 2)["reason"]
 
-    again = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 4, err[-3000:]
+    code, err = resume(sessions, run, cluster)
+    assert code == 4, err[-3000:]
     assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
     assert read_rows(run) == found  # nothing measured again
 
 
 def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions, cluster):
-    (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
+    process = sweep(sessions, tmp_path, cluster)
     wait_for_rows(run, 2, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -117,27 +111,24 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path,
     partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
-    resumed = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    code, err = resume(sessions, run, cluster)
+    assert code == 0, err[-3000:]
     assert_one_terminal_row_per_point(run, 6)
 
 
 def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions, cluster):
     """The driver dies mid-sweep, its actor left to Ray (whose resources the resume needs).
     A local run's Ray killed with its driver, then resumed: test_node_faults' local node."""
-    (tmp_path / "c.yaml").write_text(CONFIG)
     run = tmp_path / "run"
-    process = start_run(sessions, tmp_path, "c.yaml", "--out", str(run), cluster=cluster)
+    process = sweep(sessions, tmp_path, cluster)
     wait_for_rows(run, 3, process)
     stop_sessions(process)  # SIGKILL
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
 
-    resumed = start_run(sessions, tmp_path, "--resume", str(run), cluster=cluster)
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    code, err = resume(sessions, run, cluster)
+    assert code == 0, err[-3000:]
     after = assert_one_terminal_row_per_point(run, 6)
     assert after[: len(before)] == before  # rows already written are kept as they were
 
