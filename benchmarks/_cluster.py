@@ -7,8 +7,10 @@ It touches nothing it did not start, so it is safe where other people run Ray:
   and stopping the node signals those processes only, never `ray stop` (which stops every Ray
   process of the machine);
 - free ports for everything Ray would otherwise bind at a fixed one (6379, 8265, 10001,
-  52365), and a private temp dir, so no `ray_current_cluster` file of anyone else is read or
-  overwritten;
+  52365), every node on 127.0.0.1;
+- a private Ray temp directory: the nodes' files, and `env`'s RAY_TMPDIR, so that the
+  `ray_current_cluster` file Ray writes and reads (`--address auto`) is the cluster's own, never
+  the machine's /tmp/ray one that other Ray users rely on;
 - GPUs a node declares get ids no device has (CUDA_VISIBLE_DEVICES): TensorFlow sees none of
   them on any machine, and a node that declares none has none, whatever this machine has.
 """
@@ -89,11 +91,14 @@ def stop_sessions(*leaders: subprocess.Popen) -> None:
 
 class LocalCluster:
     """`with LocalCluster() as cluster: cluster.start_head(...); cluster.add_node(...)`; every
-    process it started is gone when the block ends."""
+    process it started is gone when the block ends. `env` is what its nodes run with, and what a
+    driver of this cluster needs (the auth token; RAY_TMPDIR, so `--address auto` finds it)."""
 
     def __init__(self, env: dict | None = None):
-        self.env = env if env is not None else token_env()
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-"))
+        # under /tmp, short: Ray's socket paths live under it and must stay under ~100 characters
+        self.root = Path(tempfile.mkdtemp(prefix="tfs", dir="/tmp"))
+        self.temp_dir = self.root / "ray"  # Ray's temp dir wherever RAY_TMPDIR is self.root
+        self.env = {**(env if env is not None else token_env()), "RAY_TMPDIR": str(self.root)}
         self.nodes: list[subprocess.Popen] = []
         self.address = ""
         self.dashboard = ""
@@ -104,11 +109,17 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    @property
+    def current_cluster_file(self) -> Path:
+        """Where `ray start` records this cluster's address, and `--address auto` reads it."""
+        return self.temp_dir / "ray_current_cluster"
+
     def start_head(
         self, cpus: int = 1, gpus: int = 0, resources: dict | None = None, dashboard: bool = False
     ) -> str:
         """Start the head; its address. `dashboard`: serve the dashboard (jobs API) too."""
         port, dashboard_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{port}"
         self._start(
             [
                 "--head",
@@ -123,45 +134,71 @@ class LocalCluster:
             gpus,
             resources,
         )
-        self.address = f"127.0.0.1:{port}"
         self.dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard else ""
         return self.address
 
-    def add_node(self, cpus: int = 1, gpus: int = 0, resources: dict | None = None) -> None:
-        """Start one more node joined to the head."""
-        self._start([f"--address={self.address}"], cpus, gpus, resources)
+    def add_node(
+        self, cpus: int = 1, gpus: int = 0, resources: dict | None = None
+    ) -> subprocess.Popen:
+        """Start one more node joined to the head; its `ray start` process (see `kill_node`)."""
+        return self._start([f"--address={self.address}"], cpus, gpus, resources)
 
-    def _start(self, args: list[str], cpus: int, gpus: int, resources: dict | None) -> None:
+    def _start(
+        self, args: list[str], cpus: int, gpus: int, resources: dict | None
+    ) -> subprocess.Popen:
+        """Start a node and wait until it runs, one at a time: two `ray start --address` at once
+        on one host time out registering. A node that gives up (Ray gives it 30 s to register,
+        which a loaded machine can miss) is killed and started again, twice at most."""
         fake_gpus = ",".join(str(FAKE_GPU_IDS + i) for i in range(gpus))
-        log = self.temp_dir / f"node{len(self.nodes)}.log"
-        with open(log, "w") as out:
-            node = subprocess.Popen(
-                [
-                    RAY,
-                    "start",
-                    "--block",
-                    *args,
-                    f"--num-cpus={cpus}",
-                    f"--num-gpus={gpus}",
-                    f"--resources={json.dumps(resources or {})}",
-                    f"--dashboard-agent-listen-port={free_port()}",
-                    "--disable-usage-stats",
-                ],
-                env={**self.env, "CUDA_VISIBLE_DEVICES": fake_gpus},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.nodes.append(node)
-        # one at a time: two `ray start --address` at once on one host time out registering
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log.read_text():
-            if node.poll() is not None or time.monotonic() > deadline:
-                said = log.read_text()[-3000:]
-                self.stop()
-                raise RuntimeError(f"`ray start` failed:\n{said}")
-            time.sleep(0.1)
+        for _ in range(3):
+            log = self.root / f"node{len(self.nodes)}.log"
+            with open(log, "w") as out:
+                node = subprocess.Popen(
+                    [
+                        RAY,
+                        "start",
+                        "--block",
+                        *args,
+                        "--node-ip-address=127.0.0.1",
+                        f"--num-cpus={cpus}",
+                        f"--num-gpus={gpus}",
+                        f"--resources={json.dumps(resources or {})}",
+                        f"--dashboard-agent-listen-port={free_port()}",
+                        "--disable-usage-stats",
+                    ],
+                    env={**self.env, "CUDA_VISIBLE_DEVICES": fake_gpus},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.nodes.append(node)
+            deadline = time.monotonic() + 180
+            while node.poll() is None and time.monotonic() < deadline:
+                if "Ray runtime started" in log.read_text():
+                    return node
+                time.sleep(0.1)
+            self.kill_node(node)
+        said = log.read_text()[-3000:]
+        self.stop()
+        raise RuntimeError(f"`ray start` failed 3 times:\n{said}")
+
+    def kill_node(self, node: subprocess.Popen) -> None:
+        """The node crashes: every process of its session gets SIGKILL at once."""
+        stop_sessions(node)
+
+    def node_table(self, alive: int, timeout_s: float = 90) -> list[dict]:
+        """Ray's node table (dead nodes too), once exactly `alive` nodes are alive or
+        `timeout_s` has passed: what a driver of this cluster sees."""
+        result = subprocess.run(
+            [sys.executable, "-c", _NODE_TABLE, self.address, str(alive), str(timeout_s)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 120,
+            check=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1])
 
     def processes(self) -> dict[int, str]:
         """Every live process of every node (daemons and the workers they forked)."""
@@ -172,7 +209,22 @@ class LocalCluster:
         takes 10 s to exit, gcs_server and `ray start --block` longer, and a throwaway
         cluster has nothing to save (its object store leaves nothing in /dev/shm)."""
         stop_sessions(*[node for node in self.nodes if node.returncode is None])
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# A driver of its own reads the node table once exactly argv[2] nodes are alive.
+_NODE_TABLE = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    nodes = ray.nodes()
+    if sum(n["Alive"] for n in nodes) == int(sys.argv[2]) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+keep = ("NodeID", "Alive", "NodeManagerAddress", "Resources")
+print(json.dumps([{k: n.get(k) for k in keep} for n in nodes]))
+"""
 
 
 @contextlib.contextmanager

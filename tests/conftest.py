@@ -14,11 +14,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks._cluster import LocalCluster, stop_sessions
+from benchmarks._cluster import LocalCluster, stop_sessions, token_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +87,34 @@ def read_rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+def start_run(
+    sessions, cwd: Path, *args: str, cluster: LocalCluster | None = None, env: dict | None = None
+) -> subprocess.Popen:
+    """`tfscale run ARGS` in the background, in a session of its own (conftest `sessions`): in
+    local mode the Ray it starts is in it too; with `cluster`, against that cluster."""
+    where = ["--address", cluster.address] if cluster else []
+    return sessions.start(
+        [sys.executable, "-m", "tfscale.cli", "run", *args, *where],
+        cwd=cwd,
+        env=user_env({**(cluster.env if cluster else {}), **(env or {})}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_rows(
+    run: Path, count: int, process: subprocess.Popen, limit_s: float = 180
+) -> list[dict]:
+    """The rows of a run in progress, once it has written `count`."""
+    deadline = time.monotonic() + limit_s
+    while len(read_rows(run)) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no rows in time"
+        time.sleep(0.1)
+    return read_rows(run)
+
+
 # ---- Ray started by the tests, and Ray that is not theirs ------------------------------------
 
 OTHER_USER = """
@@ -102,13 +131,26 @@ assert ray.get(actor.ping.remote()) == "pong"
 """
 
 
+def start_someone_elses_actor(cluster: LocalCluster) -> None:
+    """What another user's tfscale sweep leaves on their cluster: a detached `_GroupActor`."""
+    subprocess.run(
+        [sys.executable, "-c", OTHER_USER.format(address=cluster.address)],
+        env=cluster.env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+
+
 class OtherRay:
-    """Stands in for someone else's Ray on this machine: a head with its own token and free
-    ports, running a detached actor named like tfscale's (`ray::_GroupActor`), which a test
-    that stops Ray by name (`ray stop`, `pkill -f`) would kill."""
+    """Stands in for someone else's Ray on this machine: a `ray start --head` with its own token
+    and free ports (it recorded itself in its `ray_current_cluster`), running a detached actor
+    named like tfscale's (`ray::_GroupActor`), which a test that stops Ray by name (`ray stop`,
+    `pkill -f`) would kill."""
 
     def __init__(self, cluster: LocalCluster):
         self.cluster = cluster
+        (self.head,) = cluster.nodes
         self.watched = {
             pid: cmd
             for pid, cmd in cluster.processes().items()
@@ -126,13 +168,7 @@ class OtherRay:
 def other_ray():
     with LocalCluster() as cluster:
         cluster.start_head(cpus=1)
-        subprocess.run(
-            [sys.executable, "-c", OTHER_USER.format(address=cluster.address)],
-            env=cluster.env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        start_someone_elses_actor(cluster)
         yield OtherRay(cluster)
 
 
@@ -147,8 +183,11 @@ def other_ray_survives(other_ray):
 def cluster(other_ray):
     """The multi-node cluster the cluster tests share: a head (1 CPU, dashboard for the jobs
     API) and two nodes, `node_a` (1 CPU) and `node_b` (1 CPU and 1 GPU that TensorFlow cannot
-    see, on any machine). Stopped by its own sessions at the end; nothing of it may be left."""
-    with LocalCluster() as made:
+    see, on any machine). Its GCS checks each node's health every second instead of every 3 s,
+    so a killed node is dead to Ray after ~5 s instead of ~15 s (test_node_faults waits for
+    that; a live node still has Ray's 10 s per check to answer). Stopped by its own sessions at
+    the end; nothing of it may be left."""
+    with LocalCluster({**token_env(), "RAY_health_check_period_ms": "1000"}) as made:
         made.start_head(cpus=1, dashboard=True)
         made.add_node(cpus=1, resources={"node_a": 1})
         made.add_node(cpus=1, gpus=1, resources={"node_b": 1})

@@ -11,7 +11,7 @@ WITHOUT_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None  # as if not installed: `import` and find_spec both fail
 import pytest
-sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "-m", "", "tests"]))
+sys.exit(pytest.main(["--collect-only", "-q", "-ra", "-p", "no:cacheprovider", "-m", "", "tests"]))
 """
 
 
@@ -27,7 +27,8 @@ def test_without_tensorflow_the_suite_fails_instead_of_skipping():
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "TensorFlow is not installed" in out, out[-3000:]
-    for module in ("test_run", "test_faults", "test_cluster", "test_launcher", "test_measure"):
+    runs_tensorflow = ("test_run", "test_faults", "test_cluster", "test_launcher", "test_measure")
+    for module in (*runs_tensorflow, "test_local_mode", "test_node_faults"):
         assert f"ERROR tests/{module}.py" in out, out[-3000:]
     assert "ERROR tests/test_benchmarks.py" in out  # `-m ""`: the bench modules are collected too
-    assert "skipped" not in out.lower(), out[-3000:]  # no module skips for it
+    assert "SKIPPED" not in out, out[-3000:]  # no module skips for it (-ra lists each skip)
