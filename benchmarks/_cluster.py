@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -118,33 +118,33 @@ class LocalCluster:
         self, cpus: int = 1, gpus: int = 0, resources: dict | None = None, dashboard: bool = False
     ) -> str:
         """Start the head; its address. `dashboard`: serve the dashboard (jobs API) too."""
-        port, dashboard_port = free_port(), free_port()
-        self.address = f"127.0.0.1:{port}"
-        self._start(
-            [
+        ports: dict[str, int] = {}
+
+        def args() -> list[str]:  # fresh ports each try: one found free may be taken since
+            ports.update(port=free_port(), dashboard=free_port())
+            return [
                 "--head",
-                f"--port={port}",
+                f"--port={ports['port']}",
                 f"--temp-dir={self.temp_dir}",
                 f"--ray-client-server-port={free_port()}",
-                f"--dashboard-port={dashboard_port}",
+                f"--dashboard-port={ports['dashboard']}",
                 "--dashboard-host=127.0.0.1",
                 f"--include-dashboard={str(dashboard).lower()}",
-            ],
-            cpus,
-            gpus,
-            resources,
-        )
-        self.dashboard = f"http://127.0.0.1:{dashboard_port}" if dashboard else ""
+            ]
+
+        self._start(args, cpus, gpus, resources)
+        self.address = f"127.0.0.1:{ports['port']}"
+        self.dashboard = f"http://127.0.0.1:{ports['dashboard']}" if dashboard else ""
         return self.address
 
     def add_node(
         self, cpus: int = 1, gpus: int = 0, resources: dict | None = None
     ) -> subprocess.Popen:
         """Start one more node joined to the head; its `ray start` process (see `kill_node`)."""
-        return self._start([f"--address={self.address}"], cpus, gpus, resources)
+        return self._start(lambda: [f"--address={self.address}"], cpus, gpus, resources)
 
     def _start(
-        self, args: list[str], cpus: int, gpus: int, resources: dict | None
+        self, args: Callable[[], list[str]], cpus: int, gpus: int, resources: dict | None
     ) -> subprocess.Popen:
         """Start a node and wait until it runs, one at a time: two `ray start --address` at once
         on one host time out registering. A node that gives up (Ray gives it 30 s to register,
@@ -158,7 +158,7 @@ class LocalCluster:
                         RAY,
                         "start",
                         "--block",
-                        *args,
+                        *args(),
                         "--node-ip-address=127.0.0.1",
                         f"--num-cpus={cpus}",
                         f"--num-gpus={gpus}",

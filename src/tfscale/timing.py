@@ -47,7 +47,7 @@ class Sampled:
 
 def calibrate(
     block: Block, min_block_s: float, max_block_s: float = LONG_BLOCK_S
-) -> tuple[int, float]:
+) -> tuple[int, float, float | None]:
     """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange), then until
     the loop, not the call around it, fills the block: doubling `inner` must nearly double the
     time. A call can cost milliseconds (a multi-worker function's dispatch, a strategy's merge
@@ -55,8 +55,11 @@ def calibrate(
     its double the call's cost and one iteration's are estimated, and inner jumps to where the
     call is at most ~15% of the block (growing at most 100x a round), stopping once a block
     lasts `max_block_s` (noise can make the ratio look short of 2 at any length, and the
-    samples must still fit in the time a point may take)."""
-    inner, spent = 1, 0.0
+    samples must still fit in the time a point may take).
+
+    Returns inner, the seconds spent, and t(2 inner) / t(inner) where that was measured at
+    the final inner (the loop filled the block), else None."""
+    inner, spent, scaling = 1, 0.0, None
     while True:
         took = block(inner)
         spent += took
@@ -70,6 +73,7 @@ def calibrate(
         double = block(2 * inner)
         spent += double
         if double >= LOOP_BOUND * took:
+            scaling = double / took
             break
         per_iteration = (double - took) / inner
         call = max(2 * took - double, 0.0)
@@ -79,7 +83,7 @@ def calibrate(
         inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner, fits)))
         took = block(inner)
         spent += took
-    return inner, spent
+    return inner, spent, scaling
 
 
 def settle(block: Block, inner: int, budget_s: float) -> float:
@@ -105,7 +109,7 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
     tests pass a fake one that their fake block advances."""
     room = timing["max_time_s"] / (timing["min_repeats"] + 3)  # min_repeats blocks must fit
     longest = min(LONG_BLOCK_S, max(timing["min_block_s"], room))
-    inner, calibration = calibrate(block, timing["min_block_s"], longest)
+    inner, calibration, checked = calibrate(block, timing["min_block_s"], longest)
     calibration += settle(block, inner, timing["min_time_s"])
     blocks: list[float] = []
     started = clock()
@@ -117,8 +121,8 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
             break
     samples = [t / inner for t in blocks]
     timed_s, loop_scaling = sum(blocks), None
-    # prove the loop runs (a loop of one iteration has nothing to prove) with a block no
-    # longer than calibration allowed, or than a few min_block_s
+    # prove the loop runs with a block no longer than calibration allowed, or than a few
+    # min_block_s; a block of one iteration was checked against two by calibration
     if 1 < inner <= MAX_INNER // 2 and statistics.median(blocks) <= max(
         longest / 2, 4 * timing["min_block_s"]
     ):
@@ -126,6 +130,8 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
         loop_scaling = double / statistics.median(blocks)
         samples.append(double / (2 * inner))
         timed_s += double
+    elif checked is not None:  # blocks too long to double again: calibration's own check
+        loop_scaling = checked
     call_s = (
         statistics.median([block(1) for _ in range(5)]) if inner > 1 else statistics.median(samples)
     )
