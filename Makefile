@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint schema bench clean
+.PHONY: run test bench-smoke test-launcher lint schema bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/tfscale run configs/quickstart.yaml
@@ -11,11 +11,20 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
+# CI runs these once, each in its own step; `make test` leaves them out (pytest markers):
+# the benchmarks' short versions, and `ray up`/`submit`/`down` of cluster/localhost.yaml (root,
+# sshd, rsync; it installs the project and TensorFlow into a fresh venv: minutes)
+bench-smoke: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m bench
+
+test-launcher: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m launcher
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
 
 bench: $(VENV)/.installed
-	for b in fidelity sweep scale cluster_scaling multiworker; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in fidelity loop_overhead sweep scale cluster_scaling multiworker collectives; do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 schema: $(VENV)/.installed
 	$(BIN)/tfscale validate --schema > schema/experiment.schema.json

@@ -4,7 +4,7 @@ cluster (CPU nodes of 1 CPU each, started with `ray start` on this machine), wal
 the 3-node sweep should take less time; on a 2-core machine at most ~2x less.
 
 Usage: python benchmarks/cluster_scaling.py [--quick]
-Stops every Ray process of this machine (`ray stop --force`) before and after.
+The cluster's nodes run in sessions of their own and are stopped by them: no other Ray is touched.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ other worker and Y comes back, every iteration). Prints the curves side by side,
 models (with the network term fitted on the data: host curve) and the verdicts.
 
 Usage: python benchmarks/multiworker.py [--quick]
-Stops every Ray process of this machine (`ray stop --force`) before and after.
+The cluster's nodes run in sessions of their own and are stopped by them: no other Ray is touched.
 """
 
 from __future__ import annotations

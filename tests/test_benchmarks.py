@@ -1,28 +1,99 @@
-"""The benchmarks run (short versions, no thresholds: their figures live in benchmarks/README.md)."""
+"""The benchmarks run (short versions) and print the figures they exist for (no thresholds:
+timings are not asserted; their values live in benchmarks/README.md).
+
+Marked `bench`: `make test` leaves them out (other tests cover what they run), CI runs them
+once on their own (`make bench-smoke`)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, needs_tensorflow, user_env
 
-pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.slow
+needs_tensorflow()
+pytestmark = [pytest.mark.slow, pytest.mark.bench, pytest.mark.usefixtures("other_ray_survives")]
 
 
-@pytest.mark.parametrize("name", ["fidelity", "scale", "sweep", "cluster_scaling", "multiworker"])
-def test_benchmark_runs_and_prints_its_figures(name):
+def figures_of(name: str):
+    """Run benchmarks/NAME.py --quick; the JSON of its last line."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
+        env=user_env(),
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def positive(*values) -> bool:
+    return all(isinstance(v, float | int) and math.isfinite(v) and v > 0 for v in values)
+
+
+def test_fidelity_compares_tfscale_with_references_on_each_case():
+    cases = {c["case"]: c for c in figures_of("fidelity")}
+    assert set(cases) == {"[1,100]@[100,1]", "256^3"}
+    for case in cases.values():
+        assert positive(case["tfscale_s"], case["reference_s"])
+        assert case["ratio"] == pytest.approx(case["tfscale_s"] / case["reference_s"])
+    assert positive(cases["[1,100]@[100,1]"]["blog_s"], cases["[1,100]@[100,1]"]["per_call_s"])
+    assert positive(cases["256^3"]["serial_reference_s"], cases["256^3"]["numpy_s"])
+
+
+def test_scale_plans_and_reports_ten_thousand_points():
+    figures = figures_of("scale")
+    assert figures["points"] == 10**4
+    assert positive(figures["planning_s"], figures["report_s"], figures["peak_rss_mib"])
+
+
+def test_sweep_breaks_down_where_the_wall_time_goes():
+    figures = figures_of("sweep")
+    quickstart, cpu = figures["quickstart"], figures["cpu_sweep"]
+    # m = 16..1024 (4 sizes) x 2 ops x 3 groups; 20 m
+    assert quickstart["points"] == 24 and cpu["points"] == 20
+    for sweep in (quickstart, cpu):
+        assert positive(sweep["wall_s"], sweep["timed_s"], sweep["startup_s"])
+        assert 0 < sweep["timed_fraction"] <= sweep["measuring_fraction"] <= 1
+        assert sweep["timed_s"] < sweep["wall_s"]
+    # over the points of at least 1 ms in both runs: a fast machine may have none
+    repeatability = figures["repeatability"]
+    assert repeatability["points"] == 0 or math.isfinite(repeatability["median_abs_log_ratio"])
+
+
+def test_cluster_scaling_runs_the_sweep_on_one_and_three_nodes():
+    figures = figures_of("cluster_scaling")
+    assert positive(figures["one_node_s"], figures["three_nodes_s"])
+    assert figures["speedup"] == pytest.approx(figures["one_node_s"] / figures["three_nodes_s"])
+
+
+def test_multiworker_compares_two_nodes_with_one_for_device_and_host_data():
+    figures = figures_of("multiworker")
+    for data in ("device", "host"):
+        assert len(figures["speedup"][data]) == 3 and positive(*figures["speedup"][data])
+    assert figures["network_gbps"] is None or positive(figures["network_gbps"])
+
+
+def test_loop_overhead_compares_each_group_with_cpu_and_shows_no_transfer_in_the_loop():
+    figures = figures_of("loop_overhead")
+    assert set(figures) == {"cpu", "gpu", "mirrored:2"}
+    assert figures["cpu"]["over_cpu"] == 1.0
+    for group in figures.values():
+        assert positive(group["per_iteration_s"], group["over_cpu"])
+        assert group["loop_transfers"] == 0 and group["parallel_iterations"] == [1]
+    assert figures["mirrored:2"]["partitions"] == 2
+
+
+def test_collectives_prints_busbw_curves_breakdowns_and_verdicts():
+    figures = figures_of("collectives")
+    assert set(figures["busbw_gbps"]) == {"mirrored:2", "multiworker:2x0"}
+    for curve in figures["busbw_gbps"].values():
+        assert len(curve) == 3 and positive(*curve.values())
+    assert figures["breakdowns"] == 6  # 3 sizes x (mirrored:2, multiworker:2x0)
+    assert any(v.startswith("train_step: multiworker:2x0") for v in figures["verdicts"])

@@ -42,6 +42,22 @@ def test_geometric_range_includes_both_ends():
     assert config.SizeRange(start=5, stop=5).values() == [5]
 
 
+def test_ops_scalings_tf32_and_all_reduce_choices_are_accepted(write_config):
+    text = MINIMAL.replace(
+        "n: 64",
+        "n: 64\n  op: [matmul, train_step, allreduce]\n  scaling: [strong, weak]\n"
+        "  dtype: [float32, tf32]",
+    ).replace(
+        "groups: [cpu]",
+        "groups: [{group: mirrored:2, all_reduce: nccl}, "
+        '{group: "multiworker:2x4", all_reduce: ring}]',
+    )
+    experiment = config.load(write_config(text))
+    assert experiment.workload.op == ["matmul", "train_step", "allreduce"]
+    assert experiment.workload.dtype == ["float32", "tf32"]
+    assert [g.all_reduce for g in experiment.groups] == ["nccl", "ring"]
+
+
 def test_groups_as_strings_or_mappings(write_config):
     text = MINIMAL.replace("groups: [cpu]", "groups: [cpu, {group: mirrored:2, emulate: true}]")
     experiment = config.load(write_config(text))
@@ -127,6 +143,20 @@ def test_resolved_config_loads_back_with_the_same_digest(write_config, tmp_path)
             "GPU groups",
         ),
         (MINIMAL + "name: again\n", 7, "name", "appears twice"),
+        (MINIMAL.replace("n: 64", "n: 64\n  op: trainstep"), 6, "workload.op", "'train_step'"),
+        (MINIMAL.replace("n: 64", "n: 64\n  scaling: [weak, x]"), 6, "workload.scaling", "weak"),
+        (
+            MINIMAL.replace("groups: [cpu]", "groups: [{group: gpu, all_reduce: nccl}]"),
+            6,
+            "groups[0].all_reduce",
+            "mirrored:k and multiworker",
+        ),
+        (
+            MINIMAL.replace("groups: [cpu]", "groups: [{group: mirrored:2, all_reduce: ring}]"),
+            6,
+            "groups[0].all_reduce",
+            "hierarchical_copy",
+        ),
     ],
 )
 def test_bad_field_is_named_with_its_line(write_config, text, line, field, words):

@@ -1,4 +1,9 @@
-"""Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted."""
+"""Faults a long sweep meets: a worker killed, a stuck point, the driver interrupted.
+
+Each run starts in a session of its own (conftest `sessions`), and whatever is left of a run is
+stopped there. None of these faults depends on local mode: they run on the shared cluster (no
+Ray to start for each run); a worker to kill is the run's new actor among the cluster's
+processes. Local mode's faults (its node dying, then --resume): test_node_faults."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_rows
+from benchmarks._cluster import stop_sessions
+from tests.conftest import needs_tensorflow, read_rows, start_run, wait_for_rows
 
-pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.slow
+needs_tensorflow()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("other_ray_survives")]
 
 CONFIG = """\
 name: faults
@@ -28,46 +34,37 @@ run: {max_attempts: 2, point_timeout_s: 20}
 """
 
 
-def start(tmp: Path, *args: str, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    environment.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfscale.cli", "run", *args],
-        cwd=tmp,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: the local Ray it starts included
-    )
-
-
-def wait_for_rows(run: Path, count: int, process: subprocess.Popen, limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while len(read_rows(run)) < count:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no rows in time"
-        time.sleep(0.1)
-
-
 def assert_one_terminal_row_per_point(run: Path, points: int) -> list[dict]:
     found = read_rows(run)
     assert len(found) == points and len({r["point_id"] for r in found}) == points
     return found
 
 
-def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG)
+def sweep(sessions, tmp: Path, cluster, config: str = CONFIG, **env: str) -> subprocess.Popen:
+    """`tfscale run` of `config` against the shared cluster, in the background; out: tmp/run."""
+    (tmp / "c.yaml").write_text(config)
+    return start_run(sessions, tmp, "c.yaml", "--out", str(tmp / "run"), cluster=cluster, env=env)
+
+
+def resume(sessions, run: Path, cluster) -> tuple[int, str]:
+    """`tfscale run --resume RUN` against the shared cluster, run to its end: exit code, stderr."""
+    process = start_run(sessions, run.parent, "--resume", str(run), cluster=cluster)
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
+
+
+def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path, sessions, cluster):
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="3:8")
+    before = cluster.processes()
+    process = sweep(sessions, tmp_path, cluster, TFSCALE_TEST_STALL="3:5")
     wait_for_rows(run, 2, process)
-    time.sleep(1.0)  # point m=3 is now stalled inside the worker: kill that process
-    pids = subprocess.run(
-        ["pgrep", "-f", "ray::_GroupActor"], capture_output=True, text=True, check=False
-    ).stdout.split()
-    assert pids, "no actor process found"
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(1.0)  # point m=3 is now stalled inside this run's worker: kill that process
+    (actor,) = [
+        pid
+        for pid, cmd in cluster.processes().items()
+        if "ray::_GroupActor" in cmd and "ray::_GroupActor" not in before.get(pid, "")
+    ]
+    os.kill(actor, signal.SIGKILL)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-3000:]
     found = assert_one_terminal_row_per_point(run, 6)
@@ -77,22 +74,34 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
     assert all(r["status"] == "ok" for r in found)
 
 
-def test_stuck_point_times_out_and_the_sweep_goes_on(tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG.replace("point_timeout_s: 20", "point_timeout_s: 3"))
+def test_stuck_point_times_out_the_sweep_goes_on_and_the_run_exits_4_resumed_too(
+    tmp_path, sessions, cluster
+):
+    """Exit 4: complete, one point not ok; computed from the whole results file, so a
+    `--resume` with nothing left to do says the same (test_exit_codes has every other case)."""
+    # a point's timeout covers its trace and sampling (max_time_s): on a busy machine 3 s can
+    # end healthy points too
+    stuck = CONFIG.replace("max_time_s: 2", "max_time_s: 0.5")
+    stuck = stuck.replace("point_timeout_s: 20", "point_timeout_s: 8")
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run), TFSCALE_TEST_STALL="2:600")
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 4, err[-3000:]  # complete, one point not ok
+    process = sweep(sessions, tmp_path, cluster, stuck, TFSCALE_TEST_STALL="2:600")
+    out, err = process.communicate(timeout=300)  # the stall alone is 600 s
+    assert process.returncode == 4, err[-3000:]
+    assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
     found = assert_one_terminal_row_per_point(run, 6)
     statuses = {r["m"]: r["status"] for r in found}
     assert statuses == {1: "ok", 2: "timeout", 3: "ok", 4: "ok", 5: "ok", 6: "ok"}
-    assert "point_timeout_s=3" in next(r for r in found if r["m"] == 2)["reason"]
+    assert "point_timeout_s=8" in next(r for r in found if r["m"] == 2)["reason"]
+
+    code, err = resume(sessions, run, cluster)
+    assert code == 4, err[-3000:]
+    assert "tfscale: 5 ok, 1 timeout (of 6 points)" in err.splitlines()
+    assert read_rows(run) == found  # nothing measured again
 
 
-def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG)
+def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path, sessions, cluster):
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run))
+    process = sweep(sessions, tmp_path, cluster)
     wait_for_rows(run, 2, process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -102,25 +111,24 @@ def test_interrupt_stops_after_the_point_in_flight_and_resume_finishes(tmp_path)
     partial = read_rows(run)
     assert 2 <= len(partial) < 6 and all(r["status"] == "ok" for r in partial)
 
-    resumed = start(tmp_path, "--resume", str(run))
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    code, err = resume(sessions, run, cluster)
+    assert code == 0, err[-3000:]
     assert_one_terminal_row_per_point(run, 6)
 
 
-def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path):
-    (tmp_path / "c.yaml").write_text(CONFIG)
+def test_resume_after_driver_sigkill_loses_no_row_and_duplicates_none(tmp_path, sessions, cluster):
+    """The driver dies mid-sweep, its actor left to Ray (whose resources the resume needs).
+    A local run's Ray killed with its driver, then resumed: test_node_faults' local node."""
     run = tmp_path / "run"
-    process = start(tmp_path, "c.yaml", "--out", str(run))
+    process = sweep(sessions, tmp_path, cluster)
     wait_for_rows(run, 3, process)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    stop_sessions(process)  # SIGKILL
     process.communicate(timeout=60)
     before = read_rows(run)
     assert 3 <= len(before) < 6
 
-    resumed = start(tmp_path, "--resume", str(run))
-    out, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err[-3000:]
+    code, err = resume(sessions, run, cluster)
+    assert code == 0, err[-3000:]
     after = assert_one_terminal_row_per_point(run, 6)
     assert after[: len(before)] == before  # rows already written are kept as they were
 

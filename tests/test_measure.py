@@ -12,6 +12,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import needs_tensorflow
+
+needs_tensorflow()
 pytestmark = pytest.mark.slow
 
 TIMING = dict(warmup=2, min_repeats=3, min_time_s=0.05, max_time_s=2, min_block_s=0.005)
@@ -59,8 +62,9 @@ def mirrored():
         cases = {{
             "matmul_device": {point("mirrored:2", 6, 32, 16)!r},
             "matmul_host": {point("mirrored:2", 6, 32, 16, data="host")!r},
-            "train_strong": {point("mirrored:2", 24, 16, 8, op="train_step")!r},
-            "train_weak": {point("mirrored:2", 12, 16, 8, op="train_step", scaling="weak")!r},
+            # few rows, a small dW: the all-reduce's latency is most of the step, by far
+            "train_strong": {point("mirrored:2", 4, 64, 64, op="train_step")!r},
+            "train_weak": {point("mirrored:2", 2, 64, 64, op="train_step", scaling="weak")!r},
             "allreduce": {point("mirrored:2", 5, 0, 12, op="allreduce")!r},
             "tf32": {point("mirrored:2", 6, 32, 16)!r} | {{"dtype": "tf32"}},
         }}
@@ -97,6 +101,8 @@ def test_host_data_copies_x_in_and_y_out_every_iteration_one_iteration_at_a_time
     # iteration i's copy of Y
     assert row["executed"]["parallel_iterations"] == [1]
     assert row["executed"]["loop_transfers"] >= 4  # a send and a receive each way
+    received = {d for kind, name, d in row["nodes"] if kind == "_Recv" and "while" in name}
+    assert received == {"CPU:0", "CPU:1"}  # CPU:1 receives X, the host receives Y back
     # the corner that ends a block is sliced where Y is: on the host, after the loop
     slices = [d for kind, name, d in row["nodes"] if kind == "StridedSlice" and "while" not in name]
     assert slices and set(slices) == {"CPU:0"}, slices
@@ -131,13 +137,26 @@ def test_float32_is_fp32_and_tf32_is_skipped_without_a_gpu(mirrored):
     assert tf32["status"] == "skipped" and "TF32" in tf32["reason"]
 
 
-def test_cpu_group_measures_every_op_and_says_what_it_cannot():
-    out = in_worker(
+@pytest.fixture(scope="module")
+def cpu():
+    """One process: a gpu group's worker first (it must fail before TensorFlow initialises,
+    as in an actor of its own), then one cpu worker (2 threads) for every cpu case; the
+    out-of-memory cases last, because they replace the op's loading and the timed block."""
+    return in_worker(
         f"""
-        import time, tensorflow as tf
+        import tensorflow as tf
         from tfscale.worker.measure import Measurer
+        from tfscale.worker.ops import OPS
+        from tfscale.worker.ops.base import operand
+        from tfscale.worker.ops.matmul import MatMul
+        from tfscale.worker.replicas import Replicas
+
+        out = {{}}
+        gpu = GroupWorker("gpu", "gpu", 1, False, 1)
+        out["gpu"] = gpu.run_point({point("gpu", 4, 4, 4)!r}, TIMING)
+
         worker = GroupWorker("cpu", "cpu", 1, False, 2)
-        rows = {{
+        out["rows"] = {{
             name: worker.run_point(coordinates, TIMING)
             for name, coordinates in {{
                 "dot": {point("cpu", 1, 100, 1)!r},
@@ -150,76 +169,18 @@ def test_cpu_group_measures_every_op_and_says_what_it_cannot():
         m.prepare(Point("cpu", 256, 256, 256, "float32", "device"), TIMING)
         def best(n):
             return min(m.block(n) for _ in range(5))
-        rows["loop"] = {{"t20": best(20), "t40": best(40), "t80": best(80)}}
-        rows["describe"] = worker.describe()
-        print(json.dumps(rows))
-        """
-    )
-    dot = out["dot"]
-    assert dot["status"] == "ok" and dot["timing"] == "graph_loop" and dot["inner"] > 1
-    assert dot["devices"] == ["CPU:0"] and dot["numerics_error"] < 1e-5
-    assert dot["precision"] == "fp32" and dot["all_reduce"] is None
-    # what it measured with, read back: TF's threads, and host memory that BFC keeps for the
-    # next iteration instead of glibc faulting it in again (worker/devices.py)
-    assert dot["measured_with"]["intra_op_threads"] == 2
-    assert dot["measured_with"]["host_allocator"] == "bfc"
-    assert len(dot["samples"]) >= TIMING["min_repeats"]
-    assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
-    train = out["train"]
-    assert train["status"] == "ok" and train["numerics_error"] < 1e-4
-    assert "compute_s" not in train  # one replica: no all-reduce to break down
-    assert out["allreduce"] == {"status": "skipped", "reason": "one replica: nothing to all-reduce"}
-    assert out["tf32"]["status"] == "skipped" and "TF32" in out["tf32"]["reason"]
-    # the loop is not optimised away: time scales with iterations
-    loop = out["loop"]
-    assert 1.5 < loop["t40"] / loop["t20"] < 2.6 and 1.5 < loop["t80"] / loop["t40"] < 2.6
-    devices = out["describe"]["devices"]
-    assert devices["intra_op_threads"] == 2 and devices["emulated"] is False
-    assert out["describe"]["tf32_enabled"] is False  # float32 means fp32 in the worker
+        out["loop"] = {{"t20": best(20), "t40": best(40), "t80": best(80)}}
+        out["describe"] = worker.describe()
 
-
-def test_gpu_group_without_a_visible_gpu_fails_instead_of_running_on_the_cpu():
-    out = in_worker(
-        f"""
-        worker = GroupWorker("gpu", "gpu", 1, False, 1)
-        print(json.dumps(worker.run_point({point("gpu", 4, 4, 4)!r}, TIMING)))
-        """
-    )
-    assert out["status"] == "failed"
-    assert "TensorFlow sees 0" in out["reason"]
-    assert "nothing was measured on the CPU" in out["reason"]
-
-
-def test_numerical_check_catches_a_wrong_result():
-    out = in_worker(
-        """
-        import numpy as np
-        from tfscale.worker.ops import OPS
-        from tfscale.worker.ops.base import operand
-        from tfscale.worker.replicas import Replicas
-        from tfscale.worker.devices import setup
-        replicas = Replicas(setup("cpu", 1, False, 1))
+        replicas = Replicas(worker.devices)
         p = Point("cpu", 4, 50, 8, "float32", "device")
         loaded = OPS["matmul"].load(p, replicas, "step")
         right = (operand((4, 50), "x", 0, "float32") @ operand((50, 8), "w", 0, "float32")).numpy()
         check = lambda heads: OPS["matmul"].numerics(p, loaded, heads, replicas)
-        print(json.dumps({"right": check([right]), "wrong": check([right * 0 + 1])}))
-        """
-    )
-    error, tolerance, _ = out["right"]
-    wrong, _, _ = out["wrong"]
-    assert error < tolerance < wrong
+        out["numerics"] = {{"right": check([right]), "wrong": check([right * 0 + 1])}}
 
-
-def test_out_of_memory_becomes_an_oom_row_before_or_during_sampling():
-    out = in_worker(
-        f"""
-        import tensorflow as tf
-        from tfscale.worker.measure import Measurer
-        from tfscale.worker.ops.matmul import MatMul
         def exhausted(*args, **kwargs):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\\nmore")
-        worker = GroupWorker("cpu", "cpu", 1, False, 1)
         before = MatMul.load
         MatMul.load = exhausted
         loading = worker.run_point({point("cpu", 4, 4, 4)!r}, TIMING)
@@ -233,9 +194,55 @@ def test_out_of_memory_becomes_an_oom_row_before_or_during_sampling():
             return block(self, inner)
         Measurer.block = block_then_oom
         sampling = worker.run_point({point("cpu", 8, 4, 4)!r}, TIMING)
-        print(json.dumps({{"loading": loading, "sampling": sampling, "blocks": calls["n"]}}))
+        out["oom"] = {{"loading": loading, "sampling": sampling, "blocks": calls["n"]}}
+        print(json.dumps(out))
         """
     )
+
+
+def test_cpu_group_measures_every_op_and_says_what_it_cannot(cpu):
+    rows = cpu["rows"]
+    dot = rows["dot"]
+    assert dot["status"] == "ok" and dot["timing"] == "graph_loop" and dot["inner"] > 1
+    assert dot["devices"] == ["CPU:0"] and dot["numerics_error"] < 1e-5
+    assert dot["precision"] == "fp32" and dot["all_reduce"] is None
+    # what it measured with, read back: TF's threads, and host memory that BFC keeps for the
+    # next iteration instead of glibc faulting it in again (worker/devices.py)
+    assert dot["measured_with"]["intra_op_threads"] == 2
+    assert dot["measured_with"]["host_allocator"] == "bfc"
+    assert len(dot["samples"]) >= TIMING["min_repeats"]
+    assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
+    train = rows["train"]
+    assert train["status"] == "ok" and train["numerics_error"] < 1e-4
+    assert "compute_s" not in train  # one replica: no all-reduce to break down
+    assert rows["allreduce"] == {
+        "status": "skipped",
+        "reason": "one replica: nothing to all-reduce",
+    }
+    assert rows["tf32"]["status"] == "skipped" and "TF32" in rows["tf32"]["reason"]
+    # the loop is not optimised away: time scales with iterations
+    loop = cpu["loop"]
+    assert 1.5 < loop["t40"] / loop["t20"] < 2.6 and 1.5 < loop["t80"] / loop["t40"] < 2.6
+    devices = cpu["describe"]["devices"]
+    assert devices["intra_op_threads"] == 2 and devices["emulated"] is False
+    assert cpu["describe"]["tf32_enabled"] is False  # float32 means fp32 in the worker
+
+
+def test_gpu_group_without_a_visible_gpu_fails_instead_of_running_on_the_cpu(cpu):
+    out = cpu["gpu"]
+    assert out["status"] == "failed"
+    assert "TensorFlow sees 0" in out["reason"]
+    assert "nothing was measured on the CPU" in out["reason"]
+
+
+def test_numerical_check_catches_a_wrong_result(cpu):
+    error, tolerance, _ = cpu["numerics"]["right"]
+    wrong, _, _ = cpu["numerics"]["wrong"]
+    assert error < tolerance < wrong
+
+
+def test_out_of_memory_becomes_an_oom_row_before_or_during_sampling(cpu):
+    out = cpu["oom"]
     expected = {"status": "oom", "reason": "OOM when allocating tensor"}
     assert out["loading"] == expected
     assert out["sampling"] == expected and out["blocks"] == 4

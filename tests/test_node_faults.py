@@ -3,10 +3,12 @@ GPU that TensorFlow cannot see. A dead node's group moves to a live node that ca
 the run stops resumable (exit 3) without writing rows for points it never reached; a node that
 cannot run a group makes the group unavailable once, with the reason.
 
-The cluster is the module's own: a head without CPUs, two 2-CPU nodes (`cpu_a`, `cpu_b`) and
-a 1-CPU node with one (fake) GPU, each a `ray start --block` process group that the test
-kills as a crash would. Time bounds: Ray marks a dead node after about 15 s of missed health
-checks; start_timeout_s is set far above the bounds, so waiting out a reservation fails them.
+The cluster is conftest's shared one (its `node_b` has a GPU TensorFlow cannot see) with two
+2-CPU nodes, `cpu_a` and `cpu_b`, added for this module: the sweep's group needs 2 CPUs, which
+only they have, and the tests kill them as a crash would. Time bounds: Ray marks a dead node
+after about 15 s of missed health checks with its defaults (5 s on the shared cluster, local
+mode keeps the defaults); start_timeout_s is set far above the bounds, so waiting out a
+reservation fails them.
 """
 
 from __future__ import annotations
@@ -14,17 +16,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_rows, tfscale
-from tests.ray_nodes import Cluster, command_line, kill_session, session_pids
+from benchmarks._cluster import session_processes, stop_sessions
+from tests.conftest import needs_tensorflow, read_rows, start_run, tfscale, wait_for_rows
 
-tf = pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.slow
+needs_tensorflow()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("other_ray_survives")]
 
 SWEEP = """\
 name: nodefaults
@@ -34,32 +35,13 @@ timing: {warmup: 1, min_repeats: 3, min_time_s: 0.4, max_time_s: 2, min_block_s:
 run: {start_timeout_s: 300, max_attempts: 2}
 """
 AFTER_KILL_S = 90  # a run that waits out one reservation (300 s) cannot end within this
+SHARED_NODES = 3  # conftest's cluster: head, node_a, node_b
 
 
-def start(tmp: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """`tfscale run` in the background, leading a session of its own (its local Ray too)."""
+def sweep(sessions, tmp: Path, *args: str, **where) -> subprocess.Popen:
+    """The module's sweep, `tfscale run c.yaml ARGS`, in the background (conftest `start_run`)."""
     (tmp / "c.yaml").write_text(SWEEP)
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if not (env or {}).get("RAY_ADDRESS"):
-        environment.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tfscale.cli", "run", *args],
-        cwd=tmp,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_for_rows(run: Path, count: int, process: subprocess.Popen) -> list[dict]:
-    deadline = time.monotonic() + 300
-    while len(read_rows(run)) < count:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no rows in time"
-        time.sleep(0.2)
-    return read_rows(run)
+    return start_run(sessions, tmp, "c.yaml", "--out", "run", *args, **where)
 
 
 def finish(process: subprocess.Popen, within_s: float) -> tuple[str, str]:
@@ -67,46 +49,40 @@ def finish(process: subprocess.Popen, within_s: float) -> tuple[str, str]:
     try:
         return process.communicate(timeout=within_s)
     except subprocess.TimeoutExpired:
-        kill_session(process.pid)
+        stop_sessions(process)
         out, err = process.communicate()
         pytest.fail(f"still running {within_s:g} s after the node died:\n{err[-3000:]}")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = Cluster()
-    try:
-        cluster.start_head(cpus=0)
-        nodes = {
-            "cpu_a": cluster.add_node(cpus=2, label="cpu_a"),
-            "cpu_b": cluster.add_node(cpus=2, label="cpu_b"),
-            "gpu": cluster.add_node(cpus=1, gpus=1, label="gpu"),
-        }
-        ids = cluster.labelled(alive=4)
-        assert set(ids) == set(nodes), ids
-        yield cluster, nodes, ids
-    finally:
-        cluster.stop()
+def two_cpu_nodes(cluster):
+    """label -> (`ray start` process, node id) of `cpu_a` and `cpu_b`; those still alive when
+    the module ends are killed, so the shared cluster is as it was (Ray keeps dead nodes in
+    its table; tfscale reads only the live ones)."""
+    nodes = {label: cluster.add_node(cpus=2, resources={label: 1}) for label in ("cpu_a", "cpu_b")}
+    table = cluster.node_table(alive=SHARED_NODES + 2)
+    ids = {key: n["NodeID"] for n in table if n["Alive"] for key in n["Resources"] if key in nodes}
+    assert set(ids) == set(nodes), table
+    yield {label: (nodes[label], ids[label]) for label in nodes}
+    stop_sessions(*[node for node in nodes.values() if node.returncode is None])
 
 
 def test_node_whose_gpu_tensorflow_cannot_see_makes_the_group_unavailable_once(cluster, tmp_path):
-    if tf.test.is_built_with_cuda():
-        pytest.skip("a CUDA TensorFlow would see this machine's real GPU")
-    ray_cluster, _, ids = cluster
     (tmp_path / "c.yaml").write_text(SWEEP)
     result = tfscale(
         "run",
         "c.yaml",
         "--address",
-        ray_cluster.address,
+        cluster.address,
         "--out",
         "run",
         "--set",
         "groups=[gpu]",
         "--set",
         "workload.m=[64, 128]",
-        env=ray_cluster.env,
+        env=cluster.env,
         cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 4, result.stderr[-3000:]
     rows = read_rows(tmp_path / "run")
@@ -117,17 +93,16 @@ def test_node_whose_gpu_tensorflow_cannot_see_makes_the_group_unavailable_once(c
     assert result.stderr.count("gpu: unavailable: on node") == 1  # said once, at the start
 
 
-def test_a_dead_nodes_group_moves_to_a_live_node_and_completes(cluster, tmp_path):
-    ray_cluster, nodes, ids = cluster
-    assert all(nodes[n].poll() is None for n in ("cpu_a", "cpu_b")), "needs both 2-CPU nodes"
-    process = start(
-        tmp_path, "c.yaml", "--address", ray_cluster.address, "--out", "run", env=ray_cluster.env
-    )
-    before = wait_for_rows(tmp_path / "run", 2, process)
+def test_a_dead_nodes_group_moves_to_a_live_node_and_completes(
+    cluster, two_cpu_nodes, sessions, tmp_path
+):
+    assert all(node.poll() is None for node, _ in two_cpu_nodes.values()), "needs both"
+    process = sweep(sessions, tmp_path, cluster=cluster)
+    before = wait_for_rows(tmp_path / "run", 2, process, limit_s=300)
     (doomed,) = {r["node_id"] for r in before}
-    victim = next(label for label, node_id in ids.items() if node_id == doomed)
+    victim = next(label for label, (_, node_id) in two_cpu_nodes.items() if node_id == doomed)
     survivor = {"cpu_a": "cpu_b", "cpu_b": "cpu_a"}[victim]
-    ray_cluster.kill(nodes[victim])
+    cluster.kill_node(two_cpu_nodes[victim][0])
 
     out, err = finish(process, AFTER_KILL_S + 120)  # the rest is measured on the survivor too
     assert process.returncode == 0, err[-3000:]
@@ -136,22 +111,22 @@ def test_a_dead_nodes_group_moves_to_a_live_node_and_completes(cluster, tmp_path
     assert all(r["status"] == "ok" for r in rows), [r.get("reason") for r in rows]
     assert rows[:2] == before
     moved = [r["node_id"] for r in rows[len(before) :]]
-    assert moved[-1] == ids[survivor] and set(moved) <= {doomed, ids[survivor]}
+    (_, survivor_id) = two_cpu_nodes[survivor]
+    assert moved[-1] == survivor_id and set(moved) <= {doomed, survivor_id}
     assert "died" in err and "cpu: continues on node" in err
 
 
-def test_a_dead_node_no_live_node_can_replace_stops_the_run_resumable(cluster, tmp_path):
-    ray_cluster, nodes, ids = cluster
-    alive = [label for label in ("cpu_a", "cpu_b") if nodes[label].poll() is None]
+def test_a_dead_node_no_live_node_can_replace_stops_the_run_resumable(
+    cluster, two_cpu_nodes, sessions, tmp_path
+):
+    alive = [label for label, (node, _) in two_cpu_nodes.items() if node.poll() is None]
     assert alive, "needs a 2-CPU node"
     for label in alive[1:]:  # the last 2-CPU node: nowhere for the group to go
-        ray_cluster.kill(nodes[label])
-    ray_cluster.node_table(alive=3)  # head, gpu, the last 2-CPU node
-    process = start(
-        tmp_path, "c.yaml", "--address", ray_cluster.address, "--out", "run", env=ray_cluster.env
-    )
-    before = wait_for_rows(tmp_path / "run", 2, process)
-    ray_cluster.kill(nodes[alive[0]])
+        cluster.kill_node(two_cpu_nodes[label][0])
+    cluster.node_table(alive=SHARED_NODES + 1)
+    process = sweep(sessions, tmp_path, cluster=cluster)
+    before = wait_for_rows(tmp_path / "run", 2, process, limit_s=300)
+    cluster.kill_node(two_cpu_nodes[alive[0]][0])
     killed = time.monotonic()
 
     out, err = finish(process, AFTER_KILL_S)
@@ -165,26 +140,24 @@ def test_a_dead_node_no_live_node_can_replace_stops_the_run_resumable(cluster, t
     print(f"exit 3 {time.monotonic() - killed:.1f} s after the kill")
 
 
-def test_the_local_node_dying_stops_the_run_resumable_and_resume_finishes(tmp_path):
-    process = start(tmp_path, "c.yaml", "--out", "run")
-    try:
-        before = wait_for_rows(tmp_path / "run", 2, process)
-        # the raylet fate-shares with its dashboard agent: the local node dies with it
-        (agent,) = [
-            pid
-            for pid in session_pids(process.pid)
-            if command_line(pid).startswith("ray::DashboardAgent")
-        ]
-        os.kill(agent, signal.SIGKILL)
-        out, err = finish(process, AFTER_KILL_S)
-    finally:
-        kill_session(process.pid)  # whatever of the run and its local Ray is left
+def test_the_local_node_dying_stops_the_run_resumable_and_resume_finishes(sessions, tmp_path):
+    process = sweep(sessions, tmp_path)
+    before = wait_for_rows(tmp_path / "run", 2, process, limit_s=300)
+    # the raylet fate-shares with its dashboard agent: the local node dies with it
+    (agent,) = [
+        pid
+        for pid, cmd in session_processes(process.pid).items()
+        if cmd.startswith("ray::DashboardAgent")
+    ]
+    os.kill(agent, signal.SIGKILL)
+    out, err = finish(process, AFTER_KILL_S)
     assert process.returncode == 3, err[-3000:]
     rows = read_rows(tmp_path / "run")
     assert rows[:2] == before and all(r["status"] == "ok" for r in rows) and len(rows) < 8
     assert "tfscale: interrupted: cpu: node" in err and "no live node is left" in err
 
-    resumed = tfscale("run", "--resume", "run", cwd=tmp_path)
+    stop_sessions(process)  # whatever of its local Ray is left
+    resumed = tfscale("run", "--resume", "run", cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = read_rows(tmp_path / "run")
     assert after[: len(rows)] == rows and len({r["point_id"] for r in after}) == len(after) == 8
@@ -197,6 +170,8 @@ def test_node_without_tensorflow_makes_the_group_unavailable_once(tmp_path):
     (shadow / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'tensorflow'\", name='tensorflow')\n"
     )
+    # the workers of this node cannot import it (a PYTHONPATH of the user's own stays behind it)
+    path = os.pathsep.join(p for p in (str(shadow.parent), os.environ.get("PYTHONPATH")) if p)
     (tmp_path / "c.yaml").write_text(SWEEP)
     result = tfscale(
         "run",
@@ -207,8 +182,9 @@ def test_node_without_tensorflow_makes_the_group_unavailable_once(tmp_path):
         "workload.m=[64, 128]",
         "--set",
         "groups=[{group: cpu, threads: 1}]",
-        env={"PYTHONPATH": str(shadow.parent)},  # the workers of this node cannot import it
+        env={"PYTHONPATH": path},
         cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 4, result.stderr[-3000:]
     rows = read_rows(tmp_path / "run")

@@ -52,7 +52,7 @@ def settings(**overrides) -> dict:
 
 def test_calibration_grows_inner_until_one_block_lasts_min_block_s():
     op = FakeOp()
-    inner, spent = timing.calibrate(op.block, MIN_BLOCK)
+    inner, spent, _ = timing.calibrate(op.block, MIN_BLOCK)
     # 1 iteration: 1/1024 s, aim 20% past min_block_s: x76.8 -> 77 iterations, 77/1024 s;
     # then 154 iterations take twice as long: the loop fills the block
     assert op.inners == [1, 77, 154] and inner == 77
@@ -62,21 +62,21 @@ def test_calibration_grows_inner_until_one_block_lasts_min_block_s():
 
 def test_calibration_grows_at_most_100x_a_step():
     op = FakeOp(per_iteration=2**-20)  # ~1 us: 1, 100, then aim at 1.2 x 1/128 s
-    inner, _ = timing.calibrate(op.block, 2**-7)
+    inner, _, _ = timing.calibrate(op.block, 2**-7)
     assert op.inners == [1, 100, 9831, 2 * 9831] and inner == 9831
     assert inner * 2**-20 >= 2**-7
 
 
 def test_an_op_too_fast_to_time_stops_growing_at_max_inner():
     op = FakeOp(per_iteration=0.0)  # a block that takes no time at all
-    inner, _ = timing.calibrate(op.block, MIN_BLOCK)
+    inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
     assert inner == MAX_INNER and op.inners[-1] == MAX_INNER
 
 
 def test_calibration_grows_inner_until_the_call_around_the_loop_is_a_small_part():
     # a call costs 1/16 s (a multi-worker function's dispatch); an iteration 1/16384 s
     op = FakeOp(per_iteration=2**-14, dispatch=MIN_BLOCK)
-    inner, _ = timing.calibrate(op.block, MIN_BLOCK)
+    inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
     # one block of 1 iteration already lasts min_block_s, but nearly all of it is the call
     assert op.inners[:2] == [1, 2]
     loop, call = inner * 2**-14, MIN_BLOCK
@@ -159,8 +159,9 @@ def test_dispatch_overhead_lowers_loop_scaling_below_two():
 def test_blocks_far_over_min_block_s_are_not_doubled():
     op = FakeOp(per_iteration=5 * MIN_BLOCK)  # one iteration already lasts 5 min_block_s
     sampled = timing.sample(op.block, settings(min_time_s=2.0), clock=op.clock)
-    assert sampled.inner == 1 and sampled.loop_scaling is None
-    assert op.inners.count(2) == 1  # calibration's check only: no loop-scaling block
+    # calibration's check (2 iterations take twice 1) proves the loop: no extra block
+    assert sampled.inner == 1 and sampled.loop_scaling == 2.0
+    assert op.inners.count(2) == 1
     assert len(sampled.samples) == 7  # 7 x 5/16 s >= 2 s
 
 
@@ -179,3 +180,12 @@ def test_call_s_of_an_op_timed_one_call_a_block_is_its_median_sample():
     assert sampled.inner == 1 and sampled.call_s == 5 * MIN_BLOCK
     # calibration 2 blocks, settling 4, sampling 5 (min_repeats): no extra calls for call_s
     assert len(op.inners) == 2 + 4 + 5
+
+
+def test_calibration_leaves_room_for_min_repeats_samples_within_max_time_s():
+    # the call dominates (1/16 s a block), but blocks may only last max_time_s / (5 + 3)
+    op = FakeOp(per_iteration=2**-14, dispatch=MIN_BLOCK)
+    rules = settings(min_repeats=5, min_time_s=0.1, max_time_s=0.5)
+    sampled = timing.sample(op.block, rules, clock=op.clock)
+    assert sampled.inner == 1  # one block already lasts 0.5 / 8 s: no room to grow
+    assert len(sampled.samples) >= 5 and "only" not in " ".join(sampled.warnings)

@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tfscale.groups import Placement
 from tfscale.nodes import POLL_S, NodeLost, alive_nodes, node_death
 from tfscale.plan import Capacity, Point
+from tfscale.reservation import NodeReservation, await_reservation
 from tfscale.results import breakdown_fields
 from tfscale.timing import sample
 from tfscale.worker import CollectiveMember, GroupWorker
@@ -68,6 +69,7 @@ class _Session:
     def __init__(self, placement: Placement, addresses: dict[str, str], run):
         self.placement, self.addresses, self.run = placement, addresses, run
         self.actors, self.pg, self.nodes, self.infos = None, None, [], []
+        self.reservation: NodeReservation | None = None  # shared with the node's other groups
 
     @property
     def running(self) -> bool:
@@ -85,7 +87,7 @@ class _Session:
         """Why the cluster can no longer run these actors (a node died), or None."""
         raise NotImplementedError
 
-    def _check(self) -> None:
+    def check_alive(self) -> None:
         why = self.lost()
         if why:
             self.stop()
@@ -111,30 +113,33 @@ class _Session:
         )
 
     def _reserve(self, strategy: str, selector: list | None = None) -> str | None:
-        """Reserve the group's resources; None when done, else why not within start_timeout_s.
-        Raises NodeLost as soon as a node it needs is marked dead, before or while waiting."""
-        self._check()
-        p, timeout = self.placement, self.run.start_timeout_s
-        bundles = [p.resources] * p.workers
-        self.pg = placement_group(bundles, strategy=strategy, bundle_label_selector=selector)
-        deadline, ready = time.monotonic() + timeout, self.pg.ready()
-        while time.monotonic() < deadline:
-            if ray.wait([ready], timeout=min(POLL_S, max(deadline - time.monotonic(), 0)))[0]:
-                return None
-            self._check()
+        """Reserve the group's resources (or take the node reservation it shares); None when
+        done, else why not within start_timeout_s. Raises NodeLost as soon as a node it needs
+        is marked dead, before or while waiting."""
+        self.check_alive()
+        if self.reservation is not None:
+            self.pg = self.reservation.pg
+            return None
+        p = self.placement
+        self.pg = placement_group(
+            [p.resources] * p.workers, strategy=strategy, bundle_label_selector=selector
+        )
+        if await_reservation(self.pg, self.run.start_timeout_s, self.check_alive):
+            return None
         self.stop()
         where = "on one node" if p.workers == 1 else f"on each of {p.workers} nodes"
         return (
-            f"the cluster could not reserve {p.resources} {where} within {timeout:g} s "
-            "(resources busy or missing)"
+            f"the cluster could not reserve {p.resources} {where} within "
+            f"{self.run.start_timeout_s:g} s (resources busy or missing)"
         )
 
     def _spawn(self, remote, *args) -> None:
         p = self.placement
         env = {**QUIET_TF, **MEASURING, **_test_hooks(), "OMP_NUM_THREADS": str(p.threads)}
+        cpus = self.reservation.cpus_each if self.reservation else p.num_cpus
         self.actors = [
             remote.options(
-                num_cpus=p.num_cpus,
+                num_cpus=cpus,
                 num_gpus=p.num_gpus,
                 runtime_env={"env_vars": env},
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, i),
@@ -157,16 +162,16 @@ class _Session:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(POLL_S, left))
             ray.get(ready)
             if pending:
-                self._check()
+                self.check_alive()
         return ray.get(list(refs))
 
     def stop(self) -> None:
         for actor in self.actors or []:
             ray.kill(actor, no_restart=True)
         self.actors = None
-        if self.pg is not None:
+        if self.pg is not None and self.reservation is None:
             remove_placement_group(self.pg)
-            self.pg = None
+        self.pg = None
 
 
 class GroupSession(_Session):
@@ -175,29 +180,54 @@ class GroupSession(_Session):
     def __init__(self, placement: Placement, node_id: str, addresses: dict[str, str], run):
         super().__init__(placement, addresses, run)
         self.node_id = node_id
+        self._started: str | NodeLost | None = None  # "" ready, a reason, or a death
+        self._launched, self._why = 0.0, None
 
     def lost(self) -> str | None:
         return node_death([self.node_id])
 
     def start(self) -> str | None:
         """Start the actor; None when ready, else why the cluster cannot serve the group.
-        Raises NodeLost if its node dies meanwhile."""
+        Raises NodeLost if its node dies meanwhile. After `start_together`, what that start
+        gave (once)."""
+        if self._started is not None:
+            started, self._started = self._started, None
+            if isinstance(started, NodeLost):
+                raise started
+            return started or None
+        self.launch()
+        return self._finish()
+
+    def launch(self) -> None:
+        """Reserve and create the actor, without waiting for it."""
+        self._launched = time.perf_counter()
         why = self._reserve("STRICT_PACK", [{"ray.io/node-id": self.node_id}])
         if why:
-            return why
+            self._why = why
+            return
         p = self.placement
-        started = time.perf_counter()
         self._spawn(RemoteGroup, p.group, p.kind, p.replicas, p.emulated, p.threads, p.all_reduce)
+        self._why = None
+
+    def finish(self) -> None:
+        """Wait for a launched actor; start() then returns the outcome."""
+        try:
+            self._started = self._finish() or ""
+        except NodeLost as death:
+            self._started = death
+
+    def _finish(self) -> str | None:
+        if self._why:
+            return self._why
         try:
             [info] = self.each("describe", timeout=self.run.start_timeout_s + 120)
         except (GetTimeoutError, RayActorError, RayTaskError) as exc:
-            self._check()
+            self.check_alive()
             self.stop()
             return f"the worker did not start: {last_line(exc)}"
         self.nodes = [self.node_id]
-        self.infos = [
-            {**info, "node_id": self.node_id, "actor_start_s": time.perf_counter() - started}
-        ]
+        started = time.perf_counter() - self._launched
+        self.infos = [{**info, "node_id": self.node_id, "actor_start_s": started}]
         why = self.unusable()
         if why:
             self.stop()
@@ -255,7 +285,7 @@ class CollectiveSession(_Session):
                 timeout=run.start_timeout_s + 120,
             )
         except (GetTimeoutError, RayActorError, RayTaskError) as exc:
-            self._check()
+            self.check_alive()
             self.stop()
             return f"the workers did not start: {last_line(exc)}"
         why = self.unusable()
@@ -282,7 +312,7 @@ class CollectiveSession(_Session):
                 raise GetTimeoutError("point_timeout_s")
             ready, pending = ray.wait(pending, timeout=min(POLL_S, left))
             if not ready:
-                self._check()
+                self.check_alive()
             for ref in ready:
                 done[ref] = ray.get(ref)
                 if done[ref]["status"] not in ("ok", "skipped"):

@@ -87,10 +87,12 @@ class Comparison:
     high: float
 
 
-def compare(rows: list[dict], a: str, b: str, dtype: str, data: str) -> list[Comparison]:
-    """B against A in one section's rows."""
+def compare(
+    rows: list[dict], a: str, b: str, dtype: str, data: str, series: dict | None = None
+) -> list[Comparison]:
+    """B against A in one section's rows (`series`: their `curves`, where already made)."""
     rows = ok_rows(rows)
-    series = curves(rows)
+    series = curves(rows) if series is None else series
     axis = x_axis(rows) if rows else "flops"
     return _compare(series.get((a, dtype, data), []), series.get((b, dtype, data), []), axis)
 
@@ -309,7 +311,9 @@ def single_device(group: str) -> str | None:
     return "cpu" if kind == "multiworker" else None
 
 
-def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> list[Efficiency]:
+def scaling_efficiency(
+    rows: list[dict], group: str, dtype: str, data: str, series: dict | None = None
+) -> list[Efficiency]:
     """Efficiency at each common point of one section's rows."""
     single = single_device(group)
     if single is None:
@@ -317,7 +321,7 @@ def scaling_efficiency(rows: list[dict], group: str, dtype: str, data: str) -> l
     replicas = parse_group(group)[1]
     return [
         Efficiency(c.x, c.speedup / replicas, c.low / replicas, c.high / replicas)
-        for c in compare(rows, single, group, dtype, data)
+        for c in compare(rows, single, group, dtype, data, series)
     ]
 
 

@@ -182,5 +182,7 @@ def _robust_fit(columns: list, known, time: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _network_bytes(row: dict) -> int:
-    """From the coordinates, so rows written before the field existed count too."""
-    return point_of(row).network_bytes
+    """The row's own field (readers fill it in for rows written before it existed), else
+    counted from the coordinates."""
+    value = row.get("network_bytes")
+    return point_of(row).network_bytes if value is None else value

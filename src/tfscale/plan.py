@@ -154,12 +154,18 @@ def _as_list(value: str | list[str]) -> list[str]:
 def varying_dimension(cells: list) -> str:
     """The x axis of the curves: the one of m, k, n that varies, else flops. `cells` are
     Points or result rows (dicts)."""
-
-    def values(dim: str) -> set[int]:
-        return {cell[dim] if isinstance(cell, dict) else getattr(cell, dim) for cell in cells}
-
-    varying = [dim for dim in "mkn" if len(values(dim)) > 1]
-    return varying[0] if len(varying) == 1 else "flops"
+    if not cells:
+        return "flops"
+    get = (lambda c, d: c[d]) if isinstance(cells[0], dict) else getattr
+    first = {dim: get(cells[0], dim) for dim in "mkn"}
+    varying: set[str] = set()
+    for cell in cells:  # one pass: a report reads up to ~1e5 rows many times
+        for dim in "mkn":
+            if dim not in varying and get(cell, dim) != first[dim]:
+                varying.add(dim)
+        if len(varying) > 1:
+            return "flops"
+    return varying.pop() if varying else "flops"
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,21 @@ def _line_style(emulated: bool, points: int = 0) -> dict:
     return {"linestyle": "--" if emulated else "-", **marker}
 
 
+BAND_POINTS = 1000  # past this, a band is drawn as the envelope of windows of its points
+
+
 def _band(ax, xs, lows, highs, line, label: str) -> None:
-    """The uncertainty around a curve, in its colour; gid names it after the curve."""
+    """The uncertainty around a curve, in its colour; gid names it after the curve. A band of
+    a dense curve is drawn as the envelope (lowest low, highest high) of consecutive windows:
+    it hides no noise, and 25,000-point polygons would take seconds to render."""
+    if len(xs) > BAND_POINTS:
+        step = -(-len(xs) // BAND_POINTS)
+        windows = range(0, len(xs), step)
+        xs, lows, highs = (
+            [xs[i] for i in windows],
+            [min(lows[i : i + step]) for i in windows],
+            [max(highs[i : i + step]) for i in windows],
+        )
     ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, gid=f"band: {label}")
 
 
@@ -128,7 +141,7 @@ def _section_figures(ok, baseline, verdicts, op: str, section: str) -> dict[str,
     for group, dtype, data in curves:
         if group == baseline:
             continue
-        points = analysis.compare(ok, baseline, group, dtype, data)
+        points = analysis.compare(ok, baseline, group, dtype, data, curves)
         if not points:
             continue
         label = name(group, dtype, data)
@@ -169,7 +182,9 @@ def _section_figures(ok, baseline, verdicts, op: str, section: str) -> dict[str,
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for group, dtype, data in curves:
             points = (
-                analysis.scaling_efficiency(ok, group, dtype, data) if group in mirrored else []
+                analysis.scaling_efficiency(ok, group, dtype, data, curves)
+                if group in mirrored
+                else []
             )
             if points:
                 label = name(group, dtype, data, {"gpu"})

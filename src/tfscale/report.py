@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import itertools
 import json
 from collections import Counter
 
@@ -27,10 +28,13 @@ def write_report(store, experiment) -> list[str]:
     pictures = {title: base64.b64encode(data).decode() for title, data in pngs.items()}
     declared = {group: peak.model_dump() for group, peak in experiment.peaks.items()}
     timing = experiment.timing.model_dump()
+    per_group = tables.group_rows(rows, declared)  # fitted once, written twice
     store.write_text(
-        "summary.md", summary(rows, verdicts, experiment.name, notes, declared, timing)
+        "summary.md", summary(rows, verdicts, experiment.name, notes, declared, timing, per_group)
     )
-    store.write_text("report.html", page(rows, verdicts, experiment, notes, pictures, store))
+    store.write_text(
+        "report.html", page(rows, verdicts, experiment, notes, pictures, store, per_group)
+    )
     store.write_text("results.csv", table_csv(rows))
     return notes
 
@@ -114,7 +118,7 @@ EMULATED_NOTE = (
 )
 
 
-def summary(rows, verdicts, name, notes, declared=None, timing=None) -> str:
+def summary(rows, verdicts, name, notes, declared=None, timing=None, per_group=None) -> str:
     """summary.md: verdicts first, then how noisy they are, per-group peaks and cost models,
     then warnings. `timing`: the run's timing settings, that suggestions start from."""
     counts = Counter(r["status"] for r in rows)
@@ -200,7 +204,7 @@ def _table(header, body) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
 
 
-def page(rows, verdicts, experiment, notes, pictures: dict[str, str], store) -> str:
+def page(rows, verdicts, experiment, notes, pictures: dict[str, str], store, per_group=None) -> str:
     """report.html: one file, plots embedded, readable offline in any browser."""
     try:
         environment = json.loads((store.path / "environment.json").read_text())
@@ -248,7 +252,7 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 520px; }}
 {said}
 {figures}
 <h2>Per group</h2>
-{_table(tables.GROUP_HEADER, tables.group_rows(rows, declared))}
+{_table(tables.GROUP_HEADER, per_group if per_group is not None else tables.group_rows(rows, declared))}
 {_communication_html(rows)}
 <h2>Warnings</h2><ul>{warnings or "<li>none</li>"}</ul>
 <h2>Where it ran</h2>
@@ -268,7 +272,7 @@ def _noise_html(lines: list[str]) -> str:
 
 def table_csv(rows: list[dict]) -> str:
     """results.csv for pandas and spreadsheets: one row per point, lists joined with ';'."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    columns = list(dict.fromkeys(itertools.chain.from_iterable(rows)))  # first seen, first
     import io
 
     buffer = io.StringIO()

@@ -35,6 +35,7 @@ from tfscale.groups import Placement, place, schedule
 from tfscale.nodes import NodeLost, alive_nodes
 from tfscale.plan import Point, fits
 from tfscale.progress import Progress
+from tfscale.reservation import start_together
 from tfscale.results import now, ok_row, terminal_row
 from tfscale.store import RunStore
 
@@ -194,14 +195,24 @@ class Runner:
                 lane.join()
 
     def _run_lane(self, node_id: str, lane: list[str], lookup: dict, todo: dict) -> None:
-        for group in lane:
-            if self.stop_requested():
-                return
-            session = GroupSession(lookup[group], node_id, self._addresses, self.experiment.run)
-            left = self._run_session(session, todo[group])
-            if left:
-                with self._lock:
-                    self._moved[group] = left
+        """The node's groups one after another, their actors started together first."""
+        run = self.experiment.run
+        sessions = [GroupSession(lookup[g], node_id, self._addresses, run) for g in lane]
+        reservation = start_together(sessions) if not self.stop_requested() else None
+        try:
+            for group, session in zip(lane, sessions, strict=True):
+                if self.stop_requested():
+                    session.stop()
+                    continue
+                left = self._run_session(session, todo[group])
+                if left:
+                    with self._lock:
+                        self._moved[group] = left
+        finally:
+            for session in sessions:
+                session.stop()
+            if reservation is not None:
+                reservation.release()
 
     def _run_collective(self, placement: Placement, points: list[Point]) -> list[Point]:
         """One try of a multi-worker group; the points left if a member's node died and the

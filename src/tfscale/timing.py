@@ -45,14 +45,21 @@ class Sampled:
         }
 
 
-def calibrate(block: Block, min_block_s: float) -> tuple[int, float]:
+def calibrate(
+    block: Block, min_block_s: float, max_block_s: float = LONG_BLOCK_S
+) -> tuple[int, float, float | None]:
     """Grow `inner` until one block lasts `min_block_s` (like blocked_autorange), then until
     the loop, not the call around it, fills the block: doubling `inner` must nearly double the
     time. A call can cost milliseconds (a multi-worker function's dispatch, a strategy's merge
     calls); a block of one iteration would then time the call, not the op. From a block and
     its double the call's cost and one iteration's are estimated, and inner jumps to where the
-    call is at most ~15% of the block (growing at most 100x a round)."""
-    inner, spent = 1, 0.0
+    call is at most ~15% of the block (growing at most 100x a round), stopping once a block
+    lasts `max_block_s` (noise can make the ratio look short of 2 at any length, and the
+    samples must still fit in the time a point may take).
+
+    Returns inner, the seconds spent, and t(2 inner) / t(inner) where that was measured at
+    the final inner (the loop filled the block), else None."""
+    inner, spent, scaling = 1, 0.0, None
     while True:
         took = block(inner)
         spent += took
@@ -61,20 +68,22 @@ def calibrate(block: Block, min_block_s: float) -> tuple[int, float]:
         grow = min_block_s * 1.2 / max(took, 1e-7)
         inner = min(MAX_INNER, max(2 * inner, math.ceil(inner * min(grow, 100.0))))
     for _ in range(ROUNDS):
-        if inner > MAX_INNER // 2 or took >= LONG_BLOCK_S:
+        if inner > MAX_INNER // 2 or 2 * took > max_block_s:  # the double must fit too
             break
         double = block(2 * inner)
         spent += double
         if double >= LOOP_BOUND * took:
+            scaling = double / took
             break
         per_iteration = (double - took) / inner
         call = max(2 * took - double, 0.0)
         want = math.ceil(6 * call / per_iteration) if per_iteration > 0 else 100 * inner
+        fits = math.floor(inner * max_block_s / took)  # blocks stay within max_block_s
         # at most half the cap, so loop scaling can still be checked on 2 x inner
-        inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner)))
+        inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner, fits)))
         took = block(inner)
         spent += took
-    return inner, spent
+    return inner, spent, scaling
 
 
 def settle(block: Block, inner: int, budget_s: float) -> float:
@@ -98,7 +107,9 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
 
     `clock` measures the sampling phase's wall time (blocks plus what runs between them);
     tests pass a fake one that their fake block advances."""
-    inner, calibration = calibrate(block, timing["min_block_s"])
+    room = timing["max_time_s"] / (timing["min_repeats"] + 3)  # min_repeats blocks must fit
+    longest = min(LONG_BLOCK_S, max(timing["min_block_s"], room))
+    inner, calibration, checked = calibrate(block, timing["min_block_s"], longest)
     calibration += settle(block, inner, timing["min_time_s"])
     blocks: list[float] = []
     started = clock()
@@ -110,11 +121,17 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
             break
     samples = [t / inner for t in blocks]
     timed_s, loop_scaling = sum(blocks), None
-    if statistics.median(blocks) <= 4 * timing["min_block_s"] and inner <= MAX_INNER // 2:
+    # prove the loop runs with a block no longer than calibration allowed, or than a few
+    # min_block_s; a block of one iteration was checked against two by calibration
+    if 1 < inner <= MAX_INNER // 2 and statistics.median(blocks) <= max(
+        longest / 2, 4 * timing["min_block_s"]
+    ):
         double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
         loop_scaling = double / statistics.median(blocks)
         samples.append(double / (2 * inner))
         timed_s += double
+    elif checked is not None:  # blocks too long to double again: calibration's own check
+        loop_scaling = checked
     call_s = (
         statistics.median([block(1) for _ in range(5)]) if inner > 1 else statistics.median(samples)
     )

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import time
+from datetime import datetime, timezone
 
 
 class GroupWorker:
@@ -143,6 +144,7 @@ def describe(group: str, setup_s: float, error: str | None, devices) -> dict:
         "cpu_count": os.cpu_count(),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")},
         "setup_s": setup_s,
+        "ready_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "error": error,
     }
     if devices is not None:
