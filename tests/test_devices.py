@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfscale.worker.devices import DeviceError, check_gpu_count, pinned_bytes
+from tfscale.worker.devices import DeviceError, check_gpu_count, cpu_list, pinned_bytes
 from tfscale.worker.gpus import (
     GpuInfo,
     bus_key,
@@ -72,3 +72,9 @@ def test_pinned_host_pool_follows_tensorflows_variable(monkeypatch):
     assert pinned_bytes() == 64 * 2**30
     monkeypatch.setenv("TF_GPU_HOST_MEM_LIMIT_IN_MB", "1024")
     assert pinned_bytes() == 2**30
+
+
+def test_the_cpus_a_row_measured_with_are_written_as_taskset_does():
+    assert cpu_list([0, 1]) == "0-1"
+    assert cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert cpu_list([3]) == "3"

@@ -120,6 +120,17 @@ def test_rows_carry_the_contract_fields_and_honest_labels(tiny_run):
     assert all(r["all_reduce"] == "collective" for r in mirrored)  # read back from TF
 
 
+def test_workers_measure_at_normal_priority_from_a_caching_host_allocator(tiny_run):
+    """Ray starts workers at nice 15, which would hand the CPUs the actor reserved to any
+    busier thread; glibc would fault a large output's pages in again every iteration. Rows say
+    what each point measured with, read back in the worker."""
+    rows = [r for r in read_rows(run_dir(tiny_run)) if r["status"] == "ok"]
+    for row in rows:
+        conditions = row["measured_with"]
+        assert conditions["nice"] == 0 and conditions["host_allocator"] == "bfc", conditions
+        assert conditions["intra_op_threads"] == row["threads"] and conditions["cpus"]
+
+
 def test_a_nodes_groups_start_before_its_first_measurement(tiny_run):
     """Every actor of the node was ready (TensorFlow imported, devices set up) before the
     first point was measured: no import overlapped a measurement, and none waited for one."""

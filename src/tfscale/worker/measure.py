@@ -29,7 +29,7 @@ from tfscale import timing
 from tfscale.plan import Point
 from tfscale.results import breakdown_fields
 from tfscale.worker import graph
-from tfscale.worker.devices import DeviceSet, tensorflow_build
+from tfscale.worker.devices import DeviceSet, measured_with, tensorflow_build
 from tfscale.worker.gpus import supports_tf32
 from tfscale.worker.ops import OPS
 from tfscale.worker.ops.base import Loaded, Op
@@ -143,6 +143,7 @@ class Measurer:
             "executed": executed.fields() if executed else None,
             "device_model": self.devices.model,
             "gpu": self._gpu,
+            "measured_with": measured_with(),
             "warmup_s": time.perf_counter() - entered,
         }
         if unchecked:
