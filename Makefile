@@ -8,8 +8,10 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/tfscale run configs/quickstart.yaml
 
+# three processes (pytest-xdist), a test module in one: most of a test's time is spent
+# waiting for Ray nodes, actors and fault detection, which overlap
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 # CI runs these once, each in its own step; `make test` leaves them out (pytest markers):
 # the benchmarks' short versions, and `ray up`/`submit`/`down` of cluster/localhost.yaml (root,

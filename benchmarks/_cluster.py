@@ -148,7 +148,8 @@ class LocalCluster:
     ) -> subprocess.Popen:
         """Start a node and wait until it runs, one at a time: two `ray start --address` at once
         on one host time out registering. A node that gives up (Ray gives it 30 s to register,
-        which a loaded machine can miss) is killed and started again, twice at most."""
+        which a loaded machine can miss) or stays silent for 90 s is killed and started again,
+        twice at most, on fresh ports."""
         fake_gpus = ",".join(str(FAKE_GPU_IDS + i) for i in range(gpus))
         for _ in range(3):
             log = self.root / f"node{len(self.nodes)}.log"
@@ -173,7 +174,7 @@ class LocalCluster:
                     start_new_session=True,
                 )
             self.nodes.append(node)
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 90
             while node.poll() is None and time.monotonic() < deadline:
                 if "Ray runtime started" in log.read_text():
                     return node

@@ -42,6 +42,7 @@ REFERENCES = str(ROOT / "benchmarks" / "_references.py")
 SHAPES = {"2048^3": (2048, 2048, 2048), "[200,20]@[20,20000]": (200, 20, 20000)}
 SHAPES["[1024,1]@[1,1024]"] = (1024, 1, 1024)
 TIMING = {"warmup": 2, "min_repeats": 5, "min_time_s": 0.2, "max_time_s": 10, "min_block_s": 0.01}
+QUICK = {**TIMING, "min_time_s": 0.05, "max_time_s": 2}  # CI: that every column runs
 TF_DEFAULTS = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}  # malloc: TensorFlow's default on CPUs
 BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}  # what tfscale's workers use (worker/devices.py)
 REFERENCE_STEPS = {  # column: (reference kind, its environment)
@@ -219,15 +220,16 @@ def main() -> int:
     names = {label: SHAPES[label] for label in chosen}
     shapes = list(names.values())
     rounds = 1 if args.quick else args.rounds
+    timing = QUICK if args.quick else TIMING
     beside = str(Path(args.beside).resolve()) if args.beside else None
     print(
-        f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, timing {json.dumps(TIMING)}"
+        f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, timing {json.dumps(timing)}"
     )
     measured = []
     with tempfile.TemporaryDirectory(prefix="tfscale-fidelity-") as scratch:
         for index in range(rounds):
             before = os.getloadavg()[0]
-            measured.append(one_round(shapes, TIMING, index % 2 == 1, Path(scratch), beside))
+            measured.append(one_round(shapes, timing, index % 2 == 1, Path(scratch), beside))
             report_round(index, (before, os.getloadavg()[0]), measured[-1])
     figures = summary(measured, names)
     print(f"\n# medians of {rounds} interleaved rounds; IQR of each round; ratio to bare loop")

@@ -78,7 +78,7 @@ def main() -> int:
         data: [c.speedup for c in analysis.compare(rows, "cpu", GROUPS[1], "float32", data)]
         for data in ("device", "host")
     }
-    network = models[(GROUPS[1], "float32", "host")]
+    network = fitted[(GROUPS[1], "float32", "host")]
     print(json.dumps({"speedup": speedups, "network_gbps": network and network.network_gbps}))
     return 0
 

@@ -197,6 +197,8 @@ def test_up_submit_rsync_down_and_down(launcher):
         "--set",
         "groups=[cpu]",
         "--set",
+        "workload.op=[matmul]",
+        "--set",
         "workload.m=[1,64]",
         "--set",
         "workload.k=64",
