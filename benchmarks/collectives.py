@@ -45,7 +45,7 @@ def main() -> int:
     sizes = [64, 1024, 16384] if args.quick else [16, 64, 256, 1024, 4096, 16384, 65536]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "c.yaml"
-        config.write_text(CONFIG.format(m=sizes, min_time=0.1 if args.quick else 0.4))
+        config.write_text(CONFIG.format(m=sizes, min_time=0.05 if args.quick else 0.4))
         with local_cluster(2, env) as address:
             wall = tfscale_run(config, Path(tmp) / "run", address, env)
         lines = (Path(tmp) / "run/results.jsonl").read_text().splitlines()
