@@ -5,8 +5,8 @@ Interleaved rounds in one invocation; every column is a fresh process of its own
   measuring actor), one run per shape; the row's samples
 - bare loop: the same op in a bare TF process (no Ray), a while loop of matmuls run one at a
   time, written independently of tfscale: with TensorFlow's defaults (malloc on the host: the
-  reference the ratios are taken against), and with the BFC host allocator tfscale's workers
-  use (like for like)
+  reference the ratios are taken against, and what tfscale's workers keep), and with
+  TensorFlow's BFC host allocator (opt-in: TF_CPU_ALLOCATOR_USE_BFC)
 - Measurer, bare process: tfscale's measuring code without Ray: separates the actor from
   tfscale's code
 - Session.run(Y): TF1 style, one `Session.run(y)` per iteration fetching all of Y
@@ -44,7 +44,7 @@ SHAPES["[1024,1]@[1,1024]"] = (1024, 1, 1024)
 TIMING = {"warmup": 2, "min_repeats": 5, "min_time_s": 0.2, "max_time_s": 10, "min_block_s": 0.01}
 QUICK = {**TIMING, "min_time_s": 0.05, "max_time_s": 2}  # CI: that every column runs
 TF_DEFAULTS = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}  # malloc: TensorFlow's default on CPUs
-BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}  # what tfscale's workers use (worker/devices.py)
+BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}  # TensorFlow's BFC allocator: opt-in on CPUs
 REFERENCE_STEPS = {  # column: (reference kind, its environment)
     "loop": ("loop", TF_DEFAULTS),
     "loop bfc": ("loop", BFC),

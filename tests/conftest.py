@@ -55,6 +55,13 @@ def write_config(tmp_path):
     return write
 
 
+def host_allocator() -> str:
+    """The host allocator TensorFlow's workers get here: malloc unless the environment opts
+    into BFC (worker/devices.py keeps TensorFlow's default)."""
+    opted = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
+    return "bfc" if opted else "malloc"
+
+
 def user_env(env: dict | None = None) -> dict:
     """The environment a user's `tfscale` gets here: never a stray RAY_ADDRESS, and no GPU for
     a local Ray to find (CUDA_VISIBLE_DEVICES=""), so what a test expects of a local run is the

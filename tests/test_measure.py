@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.conftest import needs_tensorflow
+from tests.conftest import host_allocator, needs_tensorflow
 
 needs_tensorflow()
 pytestmark = pytest.mark.slow
@@ -206,10 +206,9 @@ def test_cpu_group_measures_every_op_and_says_what_it_cannot(cpu):
     assert dot["status"] == "ok" and dot["timing"] == "graph_loop" and dot["inner"] > 1
     assert dot["devices"] == ["CPU:0"] and dot["numerics_error"] < 1e-5
     assert dot["precision"] == "fp32" and dot["all_reduce"] is None
-    # what it measured with, read back: TF's threads, and host memory that BFC keeps for the
-    # next iteration instead of glibc faulting it in again (worker/devices.py)
+    # what it measured with, read back: TF's threads and TensorFlow's default host allocator
     assert dot["measured_with"]["intra_op_threads"] == 2
-    assert dot["measured_with"]["host_allocator"] == "bfc"
+    assert dot["measured_with"]["host_allocator"] == host_allocator()
     assert len(dot["samples"]) >= TIMING["min_repeats"]
     assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
     train = rows["train"]

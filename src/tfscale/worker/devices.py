@@ -4,16 +4,14 @@ Runs once per actor, before TensorFlow initialises its devices: thread pools siz
 the actor owns (Ray exports OMP_NUM_THREADS=1), soft placement off (so a GPU op can never run
 on the CPU quietly), TF32 off (so float32 means fp32: TensorFlow turns TF32 on by default on
 Ampere and newer GPUs, rounding matmul inputs to 10 mantissa bits), logical CPU devices for
-emulated groups, memory growth on real GPUs, and TensorFlow's BFC allocator for host memory.
+emulated groups, memory growth on real GPUs.
 
-Host memory comes from TensorFlow's BFC allocator, as GPU memory always does, instead of
-malloc: glibc hands a freed large output back to the kernel (its thread arenas trim and drop
-whole heaps), so the next iteration's output page-faults in again. How much depends on the
-allocator's state and on how many iterations a call runs, not on the op: measured here, a
-[200,20]@[20,20000] matmul (16 MB output) took 0 to 2,200 faults per iteration from one
-process to the next and 3 to 12 ms, a 2048^3 one 1,600-2,400 faults per iteration. BFC keeps
-freed memory for the next allocation: 0-10 faults per iteration. A user who sets
-TF_CPU_ALLOCATOR_USE_BFC keeps theirs; rows say which allocator measured (`measured_with`).
+Host memory stays with TensorFlow's default allocator, the one a user's own program gets:
+malloc unless TF_CPU_ALLOCATOR_USE_BFC in the worker's environment opts into TensorFlow's
+BFC allocator (measured here, neither is steadily faster: 0.7x to 1.3x from round to round on
+memory-bound shapes). Rows say which one measured (`measured_with`): with malloc, glibc may hand a freed large output
+back to the kernel, so the next iteration faults it in again (a 2048^3 fp32 matmul: ~2,200-
+3,300 faults per iteration); benchmarks/fidelity.py measures both beside tfscale.
 """
 
 from __future__ import annotations
@@ -61,10 +59,6 @@ def setup(
     multi-worker strategy must configure collectives before anything initialises it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     host = host_memory_bytes()
-    # read when TensorFlow makes its first host tensor (see the module docstring); its own
-    # default limit (64 GiB) would refuse points that fit in a larger host's memory
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    os.environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(host >> 20))
     try:
         import tensorflow as tf
     except ImportError as exc:
