@@ -221,7 +221,9 @@ def test_cpu_group_measures_every_op_and_says_what_it_cannot(cpu):
     assert rows["tf32"]["status"] == "skipped" and "TF32" in rows["tf32"]["reason"]
     # the loop is not optimised away: time scales with iterations
     loop = cpu["loop"]
-    assert 1.5 < loop["t40"] / loop["t20"] < 2.6 and 1.5 < loop["t80"] / loop["t40"] < 2.6
+    # (4x the iterations: ~4x the time; a pruned loop would take the same; wide bounds: the
+    # machine may be busy)
+    assert loop["t20"] < loop["t40"] < loop["t80"] and 2.5 < loop["t80"] / loop["t20"] < 6
     devices = cpu["describe"]["devices"]
     assert devices["intra_op_threads"] == 2 and devices["emulated"] is False
     assert cpu["describe"]["tf32_enabled"] is False  # float32 means fp32 in the worker

@@ -121,10 +121,11 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
             break
     samples = [t / inner for t in blocks]
     timed_s, loop_scaling = sum(blocks), None
-    # prove the loop runs with a block no longer than calibration allowed, or than a few
-    # min_block_s; a block of one iteration was checked against two by calibration
+    # prove the loop runs with a block no longer than calibration allowed (room was left for
+    # its double), or than a few min_block_s; a block of one iteration was checked against
+    # two by calibration
     if 1 < inner <= MAX_INNER // 2 and statistics.median(blocks) <= max(
-        longest / 2, 4 * timing["min_block_s"]
+        longest, 4 * timing["min_block_s"]
     ):
         double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
         loop_scaling = double / statistics.median(blocks)
