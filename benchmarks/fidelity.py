@@ -48,7 +48,7 @@ BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}  # TensorFlow's BFC allocator: opt-in
 REFERENCE_STEPS = {  # column: (reference kind, its environment)
     "loop": ("loop", TF_DEFAULTS),
     "loop bfc": ("loop", BFC),
-    "measurer": ("measurer", {}),
+    "measurer": ("measurer", TF_DEFAULTS),
     "session": ("session", TF_DEFAULTS),
     "numpy": ("numpy", {}),
 }
@@ -95,7 +95,7 @@ def tfscale_run(shape: tuple, timing: dict, scratch: Path, src: str | None = Non
     out = Path(tempfile.mkdtemp(dir=scratch))
     config = out / "fidelity.yaml"
     config.write_text(CONFIG.format(m=m, k=k, n=n, timing=json.dumps(timing)))
-    env = dict(os.environ)
+    env = {**os.environ, **TF_DEFAULTS}  # like the loop it is compared with (the actor inherits it)
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     started = time.perf_counter()

@@ -121,14 +121,14 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
             break
     samples = [t / inner for t in blocks]
     timed_s, loop_scaling = sum(blocks), None
-    # prove the loop runs with a block no longer than calibration allowed (room was left for
-    # its double), or than a few min_block_s; a block of one iteration was checked against
-    # two by calibration
-    if 1 < inner <= MAX_INNER // 2 and statistics.median(blocks) <= max(
-        longest, 4 * timing["min_block_s"]
-    ):
+    # prove the loop runs with a double block that stays short (half what calibration
+    # allowed, or a few min_block_s) or within max_time_s; otherwise, and for a block of one
+    # iteration, calibration's own check of 2 x inner against inner stands, where it made one
+    median = statistics.median(blocks)
+    short = median <= max(longest / 2, 4 * timing["min_block_s"])
+    if 1 < inner <= MAX_INNER // 2 and (short or spent + 2 * median <= timing["max_time_s"]):
         double = block(2 * inner)  # proves the loop runs: ~2x the time of `inner`
-        loop_scaling = double / statistics.median(blocks)
+        loop_scaling = double / median
         samples.append(double / (2 * inner))
         timed_s += double
     elif checked is not None:  # blocks too long to double again: calibration's own check

@@ -8,9 +8,9 @@ emulated groups, memory growth on real GPUs.
 
 Host memory stays with TensorFlow's default allocator, the one a user's own program gets:
 malloc unless TF_CPU_ALLOCATOR_USE_BFC in the worker's environment opts into TensorFlow's
-BFC allocator (measured here, neither is steadily faster: 0.7x to 1.3x from round to round on
-memory-bound shapes). Rows say which one measured (`measured_with`): with malloc, glibc may hand a freed large output
-back to the kernel, so the next iteration faults it in again (a 2048^3 fp32 matmul: ~2,200-
+BFC allocator (measured here, neither is steadily faster: benchmarks/README.md, fidelity).
+Rows say which one measured (`measured_with`): with malloc, glibc may hand a freed large output
+back to the kernel, so the next iteration faults it in again (a 2048^3 fp32 matmul: ~1,900-
 3,300 faults per iteration); benchmarks/fidelity.py measures both beside tfscale.
 """
 
@@ -170,15 +170,15 @@ def cpu_list(cpus: list[int]) -> str:
 def _tensorflow_niceness() -> int:
     """The highest niceness among TensorFlow's threads (named tf_*), else this thread's."""
     values = []
-    try:
-        for task in os.listdir("/proc/self/task"):
+    for task in os.listdir("/proc/self/task"):
+        try:  # a thread may end while the others are read
             with open(f"/proc/self/task/{task}/stat") as handle:
                 stat = handle.read()
             name, _, rest = stat[stat.index("(") + 1 :].rpartition(")")
             if name.startswith("tf_"):
                 values.append(int(rest.split()[16]))
-    except (OSError, ValueError, IndexError):
-        pass
+        except (OSError, ValueError, IndexError):
+            continue
     return max(values) if values else os.getpriority(os.PRIO_PROCESS, 0)
 
 
