@@ -2,7 +2,8 @@
 timings are not asserted; their values live in benchmarks/README.md).
 
 Marked `bench`: `make test` leaves them out (other tests cover what they run), CI runs them
-once on their own (`make bench-smoke`)."""
+once on their own. Two are `local_only` too: CI leaves them to `make bench-smoke` to stay
+within its time (test_cluster covers groups on several nodes and multi-worker groups)."""
 
 from __future__ import annotations
 
@@ -72,12 +73,14 @@ def test_sweep_breaks_down_where_the_wall_time_goes():
     assert "repeatability" not in figures  # two identical runs: the full version only
 
 
+@pytest.mark.local_only
 def test_cluster_scaling_runs_the_sweep_on_one_and_three_nodes():
     figures = figures_of("cluster_scaling")
     assert positive(figures["one_node_s"], figures["three_nodes_s"])
     assert figures["speedup"] == pytest.approx(figures["one_node_s"] / figures["three_nodes_s"])
 
 
+@pytest.mark.local_only
 def test_multiworker_compares_two_nodes_with_one_for_device_and_host_data():
     figures = figures_of("multiworker")
     for data in ("device", "host"):
