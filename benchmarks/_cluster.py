@@ -253,3 +253,20 @@ def tfscale_run(config: Path, out: Path, address: str, env: dict) -> float:
     if result.returncode != 0:
         sys.exit(result.stderr[-3000:])
     return wall
+
+
+def sweep_on_cluster(config_text: str, nodes: int = 2) -> tuple[float, list[dict]]:
+    """Run an experiment on a fresh local cluster of `nodes` 1-CPU nodes: its wall time and
+    its rows."""
+    env = token_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "c.yaml"
+        config.write_text(config_text)
+        with local_cluster(nodes, env) as address:
+            wall = tfscale_run(config, Path(tmp) / "run", address, env)
+        lines = (Path(tmp) / "run" / "results.jsonl").read_text().splitlines()
+    return wall, [json.loads(line) for line in lines]
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"

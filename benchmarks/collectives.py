@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
-from _cluster import local_cluster, tfscale_run, token_env
+from _cluster import duration, sweep_on_cluster
 
 from tfscale import analysis, collectives, tables
 
@@ -33,23 +31,12 @@ timing: {{min_time_s: {min_time}, min_block_s: 0.02}}
 GROUPS = ["gpu", "mirrored:2", "multiworker:2x0"]
 
 
-def _us(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    env = token_env()
     sizes = [64, 1024, 16384] if args.quick else [16, 64, 256, 1024, 4096, 16384, 65536]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "c.yaml"
-        config.write_text(CONFIG.format(m=sizes, min_time=0.05 if args.quick else 0.4))
-        with local_cluster(2, env) as address:
-            wall = tfscale_run(config, Path(tmp) / "run", address, env)
-        lines = (Path(tmp) / "run/results.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    wall, rows = sweep_on_cluster(CONFIG.format(m=sizes, min_time=0.05 if args.quick else 0.4))
     ok = [r for r in rows if r["status"] == "ok"]
     bad = [r for r in rows if r["status"] not in ("ok", "skipped")]
     if bad:
@@ -63,7 +50,9 @@ def main() -> int:
         cells = []
         for series in curves.values():
             row = next((r for r in series if r["bytes"] == size), None)
-            cells.append(f"{collectives.busbw(row):.3g} ({_us(row['median_s'])})" if row else "-")
+            cells.append(
+                f"{collectives.busbw(row):.3g} ({duration(row['median_s'])})" if row else "-"
+            )
         print(f"| {size:,} | " + " | ".join(cells) + " |")
     print("\nfit (time = alpha + bytes / algbw):")
     for row in tables.allreduce_rows(ok):

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
-from _cluster import local_cluster, tfscale_run, token_env
+from _cluster import duration, sweep_on_cluster
 
 from tfscale import analysis, models
 
@@ -30,23 +28,12 @@ timing: {{min_time_s: {min_time}, min_block_s: 0.02}}
 GROUPS = ["cpu", "multiworker:2x0"]
 
 
-def _time(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    env = token_env()
     sizes = [64, 1024, 16384] if args.quick else [64, 256, 1024, 4096, 16384, 65536]
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "c.yaml"
-        config.write_text(CONFIG.format(m=sizes, min_time=0.05 if args.quick else 0.5))
-        with local_cluster(2, env) as address:
-            wall = tfscale_run(config, Path(tmp) / "run", address, env)
-        lines = (Path(tmp) / "run" / "results.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    wall, rows = sweep_on_cluster(CONFIG.format(m=sizes, min_time=0.05 if args.quick else 0.5))
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         sys.exit(f"{len(bad)} point(s) not ok: {bad[0]['reason']}")
@@ -59,7 +46,7 @@ def main() -> int:
         for row in series[("multiworker:2x0", "float32", data)]:
             base = cpu[row["m"]]
             print(
-                f"| {row['m']:,} | {data} | {_time(base['median_s'])} | {_time(row['median_s'])} "
+                f"| {row['m']:,} | {data} | {duration(base['median_s'])} | {duration(row['median_s'])} "
                 f"| {base['median_s'] / row['median_s']:.2f}x "
                 f"| {row['network_bytes'] / 1e6:.2f} |"
             )
