@@ -189,3 +189,24 @@ def test_calibration_leaves_room_for_min_repeats_samples_within_max_time_s():
     sampled = timing.sample(op.block, rules, clock=op.clock)
     assert sampled.inner == 1  # one block already lasts 0.5 / 8 s: no room to grow
     assert len(sampled.samples) >= 5 and "only" not in " ".join(sampled.warnings)
+
+
+def test_one_noisy_block_does_not_pass_for_a_costly_call():
+    # the block at inner = 77 is 30% slow once, so its double looks short of 2x; a call of one
+    # iteration (which bounds the call's cost) shows the call is tiny: inner stays 77
+    op = FakeOp(slower_first=[1.0, 1.3])
+    inner, spent, scaling = timing.calibrate(op.block, MIN_BLOCK)
+    assert op.inners == [1, 77, 154, 1, 1, 1] and inner == 77 and scaling is None
+    assert spent == pytest.approx((1 + 1.3 * 77 + 154 + 3) * PER_ITERATION)
+    # sampling then proves the loop on its median block
+    op = FakeOp(slower_first=[1.0, 1.3])
+    sampled = timing.sample(op.block, settings(), clock=op.clock)
+    assert sampled.inner == 77 and sampled.loop_scaling == 2.0 and sampled.warnings == []
+
+
+def test_one_noisy_block_of_one_iteration_is_measured_again_before_inner_grows():
+    # one iteration fills a block (5 min_block_s); the first block is 20% slow, so its double
+    # looks short of 2x
+    op = FakeOp(per_iteration=5 * MIN_BLOCK, slower_first=[1.2])
+    inner, _, scaling = timing.calibrate(op.block, MIN_BLOCK, max_block_s=4.0)
+    assert op.inners == [1, 2, 1, 2] and inner == 1 and scaling == 2.0

@@ -53,13 +53,15 @@ def calibrate(
     time. A call can cost milliseconds (a multi-worker function's dispatch, a strategy's merge
     calls); a block of one iteration would then time the call, not the op. From a block and
     its double the call's cost and one iteration's are estimated, and inner jumps to where the
-    call is at most ~15% of the block (growing at most 100x a round), stopping once a block
+    call is at most ~15% of the block (growing at most 100x a round; the call's estimate is
+    bounded by the fastest of 3 whole calls of one iteration, so a noisy block does not inflate
+    it, and calibration stops where the call is already that small), stopping once a block
     lasts `max_block_s` (noise can make the ratio look short of 2 at any length, and the
     samples must still fit in the time a point may take).
 
     Returns inner, the seconds spent, and t(2 inner) / t(inner) where that was measured at
     the final inner (the loop filled the block), else None."""
-    inner, spent, scaling = 1, 0.0, None
+    inner, spent, scaling, call_bound = 1, 0.0, None, None
     while True:
         took = block(inner)
         spent += took
@@ -72,12 +74,27 @@ def calibrate(
             break
         double = block(2 * inner)
         spent += double
+        if double < LOOP_BOUND * took and inner == 1 and call_bound is None:
+            # one iteration fills a block: a second pair, the faster of each, before a short
+            # ratio is taken for a costly call (one noisy block would make inner grow)
+            again, again_double = block(1), block(2)
+            spent += again + again_double
+            took, double = min(took, again), min(double, again_double)
+            call_bound = took
         if double >= LOOP_BOUND * took:
             scaling = double / took
             break
-        per_iteration = (double - took) / inner
-        call = max(2 * took - double, 0.0)
+        # the call's cost is at most a whole call of one iteration: the fastest of 3 bounds
+        # it, so one noisy block (2 x took - double) cannot pass for a costly call
+        if call_bound is None:
+            calls = [block(1) for _ in range(3)]
+            spent += sum(calls)
+            call_bound = min(calls)
+        call = min(max(2 * took - double, 0.0), call_bound)
+        per_iteration = (took - call) / inner
         want = math.ceil(6 * call / per_iteration) if per_iteration > 0 else 100 * inner
+        if want <= inner:  # the call is already under ~15% of a block: the double was noise
+            break  # (sampling checks loop scaling on its median block)
         fits = math.floor(inner * max_block_s / took)  # blocks stay within max_block_s
         # at most half the cap, so loop scaling can still be checked on 2 x inner
         inner = min(MAX_INNER // 2, max(2 * inner, min(want, 100 * inner, fits)))
