@@ -91,9 +91,10 @@ def test_multiworker_compares_two_nodes_with_one_for_device_and_host_data():
 def test_loop_overhead_compares_each_group_with_cpu_and_shows_no_transfer_in_the_loop():
     figures = figures_of("loop_overhead")
     assert set(figures) == {"cpu", "gpu", "mirrored:2"}
-    assert figures["cpu"]["over_cpu"] == 1.0
+    assert figures["cpu"]["over_cpu"] == 1.0 and figures["cpu"]["best_over_cpu"] == 1.0
     for group in figures.values():
-        assert positive(group["per_iteration_s"], group["over_cpu"])
+        assert positive(group["per_iteration_s"], group["over_cpu"], group["best_over_cpu"])
+        assert len(group["over_cpu_rounds"]) == 1  # --quick: one round
         assert group["loop_transfers"] == 0 and group["parallel_iterations"] == [1]
     assert figures["mirrored:2"]["partitions"] == 2
 

@@ -53,14 +53,13 @@ def connect(address: str | None = None) -> dict:
                 # "local": always a new private instance, never a cluster found through
                 # ray_current_cluster (a stale file or someone else's `ray start`). It exists
                 # to measure on this machine, so nothing in it competes for the CPUs without
-                # need: no dashboard (on 2 cores its start takes ~3.5 s and it keeps polling;
+                # need: no dashboard UI (on 2 cores its start takes ~3.5 s and it keeps polling;
                 # `ray start --head` and `--address auto` give one), no workers started ahead
                 # (measuring actors have their own runtime env, so they never use them).
                 # Rows carry no large objects.
                 ray.init(
                     address="local",
                     include_dashboard=False,
-                    dashboard_host="127.0.0.1",
                     object_store_memory=256 * 2**20,
                     _system_config={"prestart_worker_first_driver": False},
                     **common,

@@ -91,7 +91,9 @@ def calibrate(
             spent += sum(calls)
             call_bound = min(calls)
         call = min(max(2 * took - double, 0.0), call_bound)
-        per_iteration = (took - call) / inner
+        # the slower of the two blocks' estimates: a slow `took` alone cannot make the call
+        # look small either
+        per_iteration = min(took - call, (double - call) / 2) / inner
         want = math.ceil(6 * call / per_iteration) if per_iteration > 0 else 100 * inner
         if want <= inner:  # the call is already under ~15% of a block: the double was noise
             break  # (sampling checks loop scaling on its median block)
