@@ -6,6 +6,8 @@ checked to the block.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tfscale import timing
@@ -168,7 +170,7 @@ def test_blocks_far_over_min_block_s_are_not_doubled():
 def test_call_s_is_one_whole_call_of_one_iteration_dispatch_included():
     op = FakeOp(dispatch=8 * PER_ITERATION)
     sampled = timing.sample(op.block, settings(), clock=op.clock)
-    assert op.inners[-5:] == [1] * 5
+    assert op.inners.count(1) == 1 + 5  # calibration's first block, then 5 whole calls
     assert sampled.call_s == 9 * PER_ITERATION
     # a sample is per iteration of a long block: dispatch spread over `inner` iterations
     assert sampled.samples[0] == (8 + sampled.inner) * PER_ITERATION / sampled.inner
@@ -210,3 +212,20 @@ def test_one_noisy_block_of_one_iteration_is_measured_again_before_inner_grows()
     op = FakeOp(per_iteration=5 * MIN_BLOCK, slower_first=[1.2])
     inner, _, scaling = timing.calibrate(op.block, MIN_BLOCK, max_block_s=4.0)
     assert op.inners == [1, 2, 1, 2] and inner == 1 and scaling == 2.0
+
+
+def test_the_call_around_the_loop_is_at_most_5_percent_of_a_sampled_block():
+    # 8/1024 s a call: calibration's 2x check alone admits blocks where it is ~10%
+    op = FakeOp(dispatch=8 * PER_ITERATION)
+    inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
+    assert 8 / (8 + inner) > 0.05
+    sampled = timing.sample(op.block, settings(), clock=op.clock)
+    assert 8 / (8 + sampled.inner) <= 0.05
+    # from the fastest whole call (call + 1 iteration): a little more than needed, no more
+    assert math.ceil(9 * 19) <= sampled.inner <= 1.05 * 9 * 19
+
+
+def test_a_cheap_call_leaves_calibrations_inner_as_it_is():
+    op = FakeOp()  # no call cost: a call of one iteration is one iteration
+    sampled = timing.sample(op.block, settings(), clock=op.clock)
+    assert sampled.inner == 77

@@ -17,6 +17,7 @@ MAX_INNER = 1 << 24
 LOOP_BOUND = 1.85  # t(2 inner) / t(inner) at or above this: the loop fills the block
 ROUNDS = 6  # at most this many rounds of growing inner to get there
 LONG_BLOCK_S = 1.0  # a block this long is long enough, whatever the ratio says (noise)
+CALL_SHARE = 0.05  # at most this share of a sampled block is the call around the loop
 
 Block = Callable[[int], float]
 
@@ -105,6 +106,19 @@ def calibrate(
     return inner, spent, scaling
 
 
+def call_share_inner(inner: int, took: float, call: float, longest: float) -> int:
+    """The inner at which one call (`call`: the fastest whole call of one iteration, an upper
+    bound) is at most CALL_SHARE of a block, within blocks of `longest` seconds; `inner` if
+    it already is. A sample is a block over its iterations, so the call's cost is spread
+    over them: calibration's check of 2 x inner admits up to ~15%, this keeps it to 5%."""
+    per_iteration = (took - call) / inner
+    if per_iteration <= 0:  # the call is the whole block (or noise): calibration's inner stands
+        return inner
+    want = math.ceil(call * (1 - CALL_SHARE) / CALL_SHARE / per_iteration)
+    fits = math.floor(inner * longest / took)
+    return max(inner, min(MAX_INNER // 2, want, fits))
+
+
 def settle(block: Block, inner: int, budget_s: float) -> float:
     """Run untimed blocks until the time stops falling, within budget_s.
 
@@ -129,6 +143,14 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
     room = timing["max_time_s"] / (timing["min_repeats"] + 3)  # min_repeats blocks must fit
     longest = min(LONG_BLOCK_S, max(timing["min_block_s"], room))
     inner, calibration, checked = calibrate(block, timing["min_block_s"], longest)
+    # whole calls of one iteration: call_s, and the bound on what one call adds to a block
+    calls = [block(1) for _ in range(5)] if inner > 1 else []
+    if calls:
+        took = block(inner)
+        calibration += sum(calls) + took
+        wider = call_share_inner(inner, took, min(calls), longest)
+        if wider > inner:
+            inner, checked = wider, None
     calibration += settle(block, inner, timing["min_time_s"])
     blocks: list[float] = []
     started = clock()
@@ -152,9 +174,7 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
         timed_s += double
     elif checked is not None:  # blocks too long to double again: calibration's own check
         loop_scaling = checked
-    call_s = (
-        statistics.median([block(1) for _ in range(5)]) if inner > 1 else statistics.median(samples)
-    )
+    call_s = statistics.median(calls) if calls else statistics.median(samples)
     warnings = []
     if loop_scaling is not None and not 1.5 <= loop_scaling <= 2.6:
         warnings.append(f"loop scaling {loop_scaling:.2f} (expected ~2): timing may be off")
