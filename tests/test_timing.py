@@ -6,8 +6,6 @@ checked to the block.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from tfscale import timing
@@ -221,11 +219,18 @@ def test_the_call_around_the_loop_is_at_most_5_percent_of_a_sampled_block():
     assert 8 / (8 + inner) > 0.05
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert 8 / (8 + sampled.inner) <= 0.05
-    # from the fastest whole call (call + 1 iteration): a little more than needed, no more
-    assert math.ceil(9 * 19) <= sampled.inner <= 1.05 * 9 * 19
+    # the call's cost from a whole call of one iteration and a block: just what is needed
+    assert sampled.inner == 8 * 19
 
 
 def test_a_cheap_call_leaves_calibrations_inner_as_it_is():
     op = FakeOp()  # no call cost: a call of one iteration is one iteration
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert sampled.inner == 77
+
+
+def test_an_iteration_inside_the_one_iteration_call_is_not_taken_for_call_cost():
+    # 4/1024 s an iteration, 1/1024 s a call: a call of one iteration is mostly the iteration
+    op = FakeOp(per_iteration=4 * PER_ITERATION, dispatch=PER_ITERATION)
+    sampled = timing.sample(op.block, settings(), clock=op.clock)
+    assert sampled.inner == 16  # calibration's: the call is 1/65 of a block already

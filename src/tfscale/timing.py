@@ -106,13 +106,15 @@ def calibrate(
     return inner, spent, scaling
 
 
-def call_share_inner(inner: int, took: float, call: float, longest: float) -> int:
-    """The inner at which one call (`call`: the fastest whole call of one iteration, an upper
-    bound) is at most CALL_SHARE of a block, within blocks of `longest` seconds; `inner` if
-    it already is. A sample is a block over its iterations, so the call's cost is spread
+def call_share_inner(inner: int, took: float, one: float, longest: float) -> int:
+    """The inner at which the call around the loop is at most CALL_SHARE of a block, within
+    blocks of `longest` seconds; `inner` if it already is. From a block of `inner` iterations
+    (`took`) and a whole call of one (`one`: the call and one iteration), the call's cost and an
+    iteration's follow. A sample is a block over its iterations, so the call's cost is spread
     over them: calibration's check of 2 x inner admits up to ~15%, this keeps it to 5%."""
-    per_iteration = (took - call) / inner
-    if per_iteration <= 0:  # the call is the whole block (or noise): calibration's inner stands
+    per_iteration = (took - one) / (inner - 1)
+    call = one - per_iteration
+    if per_iteration <= 0 or call <= 0:  # noise, or no call cost to speak of
         return inner
     want = math.ceil(call * (1 - CALL_SHARE) / CALL_SHARE / per_iteration)
     fits = math.floor(inner * longest / took)
@@ -146,9 +148,9 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
     # whole calls of one iteration: call_s, and the bound on what one call adds to a block
     calls = [block(1) for _ in range(5)] if inner > 1 else []
     if calls:
-        took = block(inner)
-        calibration += sum(calls) + took
-        wider = call_share_inner(inner, took, min(calls), longest)
+        blocks = [block(inner) for _ in range(2)]
+        calibration += sum(calls) + sum(blocks)
+        wider = call_share_inner(inner, min(blocks), min(calls), longest)
         if wider > inner:
             inner, checked = wider, None
     calibration += settle(block, inner, timing["min_time_s"])
