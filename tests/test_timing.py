@@ -77,8 +77,9 @@ def test_calibration_grows_inner_until_the_call_around_the_loop_is_a_small_part(
     # a call costs 1/16 s (a multi-worker function's dispatch); an iteration 1/16384 s
     op = FakeOp(per_iteration=2**-14, dispatch=MIN_BLOCK)
     inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
-    # one block of 1 iteration already lasts min_block_s, but nearly all of it is the call
-    assert op.inners[:2] == [1, 2]
+    # one block of 1 iteration already lasts min_block_s (the fastest of 3 calls says so too),
+    # but nearly all of it is the call
+    assert op.inners[:4] == [1, 1, 1, 2]
     loop, call = inner * 2**-14, MIN_BLOCK
     assert loop >= 5 * call  # the call is under ~15% of a block
     assert op.block(2 * inner) >= timing.LOOP_BOUND * op.block(inner)
@@ -234,3 +235,11 @@ def test_an_iteration_inside_the_one_iteration_call_is_not_taken_for_call_cost()
     op = FakeOp(per_iteration=4 * PER_ITERATION, dispatch=PER_ITERATION)
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert sampled.inner == 16  # calibration's: the call is 1/65 of a block already
+
+
+def test_one_slow_call_does_not_stop_calibration_at_one_iteration():
+    # a call of one iteration is mostly dispatch (half min_block_s); the first is 2.5x slow
+    op = FakeOp(per_iteration=2**-10, dispatch=MIN_BLOCK / 2 - 2**-10, slower_first=[2.5])
+    inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
+    assert op.inners[:3] == [1, 1, 1] and inner > 1
+    assert op.block(inner) >= MIN_BLOCK
