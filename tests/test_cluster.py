@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -76,19 +76,27 @@ def sweep_on(
 
 
 def test_groups_land_on_different_nodes_and_run_at_the_same_time(cluster, tmp_path):
-    # each group's first point takes 6 s more: groups run at once overlap even when one's
-    # actor starts seconds after the other's (a busy machine); groups run one after another
-    # never do. gpu: unavailable (TensorFlow sees no GPU): the run exits 4
+    # each group's first point takes 6 s more, so a group's sweep outlasts the other's actor
+    # start. gpu: unavailable (TensorFlow sees no GPU): the run exits 4
     rows = sweep_on(cluster, tmp_path, CONFIG, env={"TFSCALE_TEST_STALL": "256:6"}, code=4)
     assert len(rows) == 12 and len({r["point_id"] for r in rows}) == 12
     by_group = {g: [r for r in rows if r["group"] == g] for g in ("cpu", "mirrored:2", "gpu")}
     nodes = {g: {r["node_id"] for r in group} for g, group in by_group.items()}
     assert all(len(n) == 1 for n in nodes.values()), nodes  # each group on one node
     assert len(set.union(*nodes.values())) == 3  # three groups on three nodes
-    # measured concurrently: the two CPU-measuring groups' time spans overlap
-    cpu, mirrored = span(by_group["cpu"]), span(by_group["mirrored:2"])
-    assert cpu[0] < mirrored[1] and mirrored[0] < cpu[1]
+    # run at once: each group's actor was launched before the other group's last point ended
+    # (one after another, the second would be launched only after the first ended). Not the
+    # rows' spans: on a busy machine one actor's TensorFlow import can outlast the other's
+    # whole sweep (CI: 11.6 s between the groups' first points, an 11.3 s cpu sweep)
     environment = json.loads((tmp_path / "run/environment.json").read_text())
+    workers = environment["workers"]
+
+    def launched(group: str) -> datetime:
+        ready = datetime.fromisoformat(workers[group]["ready_at"])
+        return ready - timedelta(seconds=workers[group]["actor_start_s"])
+
+    cpu, mirrored = span(by_group["cpu"]), span(by_group["mirrored:2"])
+    assert launched("mirrored:2") < cpu[1] and launched("cpu") < mirrored[1]
     assert len(environment["nodes"]) == 3
     gpu_node = next(n for n in environment["nodes"] if n["gpus"] == 1)
     assert nodes["gpu"] == {gpu_node["node_id"]}
