@@ -180,6 +180,7 @@ class LocalCluster:
                     return node
                 time.sleep(0.1)
             self.kill_node(node)
+            self.nodes.remove(node)  # dead: the cluster's nodes are the ones that started
         said = log.read_text()[-3000:]
         self.stop()
         raise RuntimeError(f"`ray start` failed 3 times:\n{said}")
