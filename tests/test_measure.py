@@ -121,7 +121,10 @@ def test_train_step_runs_three_matmuls_per_replica_and_matches_numpy(mirrored):
         # all-reduce of dW alone
         assert row["compute_s"] > 0 and row["allreduce_s"] > 0
         assert len(row["compute_samples_s"]) >= TIMING["min_repeats"]
-        assert row["compute_s"] < np.median(row["samples"])
+        # the step without its all-reduce is the faster: compared on each one's fastest
+        # sample, the least disturbed (under CI's load a median once came out 0.75 vs 0.70 ms;
+        # undisturbed, compute is ~0.1 ms of a ~0.4 ms step)
+        assert min(row["compute_samples_s"]) < min(row["samples"])
 
 
 def test_allreduce_sums_every_replica(mirrored):

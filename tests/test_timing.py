@@ -6,6 +6,8 @@ checked to the block.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tfscale import timing
@@ -243,3 +245,10 @@ def test_one_slow_call_does_not_stop_calibration_at_one_iteration():
     inner, _, _ = timing.calibrate(op.block, MIN_BLOCK)
     assert op.inners[:3] == [1, 1, 1] and inner > 1
     assert op.block(inner) >= MIN_BLOCK
+
+
+def test_a_block_measured_no_slower_than_one_call_still_bounds_the_call():
+    # noise: the blocks at inner look no slower than a call of one iteration
+    wider = timing.call_share_inner(inner=4, took=2.0e-3, one=2.1e-3, longest=1.0)
+    # the upper bounds: the call is one whole call, an iteration a quarter of the block
+    assert wider == math.ceil(2.1e-3 * 19 / (2.0e-3 / 4))

@@ -120,8 +120,10 @@ def call_share_inner(inner: int, took: float, one: float, longest: float) -> int
     over them: calibration's check of 2 x inner admits up to ~15%, this keeps it to 5%."""
     per_iteration = (took - one) / (inner - 1)
     call = one - per_iteration
-    if per_iteration <= 0 or call <= 0:  # noise, or no call cost to speak of
+    if call <= 0:  # no call cost to speak of
         return inner
+    if per_iteration <= 0:  # noise (a block no slower than one call): the upper bounds
+        call, per_iteration = one, took / inner
     want = math.ceil(call * (1 - CALL_SHARE) / CALL_SHARE / per_iteration)
     fits = math.floor(inner * longest / took)
     return max(inner, min(MAX_INNER // 2, want, fits))
