@@ -156,9 +156,9 @@ def sample(block: Block, timing: dict, clock: Callable[[], float] = time.perf_co
     # whole calls of one iteration: call_s, and the bound on what one call adds to a block
     calls = [block(1) for _ in range(5)] if inner > 1 else []
     if calls:
-        blocks = [block(inner) for _ in range(2)]
-        calibration += sum(calls) + sum(blocks)
-        wider = call_share_inner(inner, min(blocks), min(calls), longest)
+        probes = [block(inner) for _ in range(2)]
+        calibration += sum(calls) + sum(probes)
+        wider = call_share_inner(inner, min(probes), min(calls), longest)
         if wider > inner:
             inner, checked = wider, None
     calibration += settle(block, inner, timing["min_time_s"])
