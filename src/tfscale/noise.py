@@ -26,6 +26,12 @@ def relative_iqr(row: dict) -> float:
     return (row["q3_s"] - row["q1_s"]) / row["median_s"]
 
 
+def _spread(row: dict) -> float:
+    """relative_iqr for the tightening arithmetic, at most 100 (an IQR 100x the median asks
+    for the longest blocks and most repeats already; a garbled q3_s of 1e300 overflowed)."""
+    return min(relative_iqr(row), 100.0)
+
+
 def is_noisy(row: dict) -> bool:
     return relative_iqr(row) > NOISY_IQR
 
@@ -110,12 +116,13 @@ def tighter_timing(noisy: list[dict], timing: dict) -> Tightening | None:
         return None
     block = timing["min_block_s"]
     for row in noisy:  # a longer min_block_s helps the points whose blocks are shorter
-        wanted = min(_round_up(block_s(row) * (relative_iqr(row) / NOISY_IQR) ** 2), MAX_BLOCK_S)
+        needed = min(block_s(row) * (_spread(row) / NOISY_IQR) ** 2, MAX_BLOCK_S)
+        wanted = min(_round_up(needed), MAX_BLOCK_S)
         if wanted > block_s(row):
             block = max(block, wanted)
 
     def expected(row: dict) -> float:
-        return relative_iqr(row) * math.sqrt(block_s(row) / max(block, block_s(row)))
+        return _spread(row) * math.sqrt(block_s(row) / max(block, block_s(row)))
 
     worst = max(noisy, key=expected)
     repeats = math.ceil((MEDIAN_ERROR_PER_IQR * expected(worst) / MEDIAN_PRECISION) ** 2)
