@@ -78,3 +78,26 @@ def test_the_cpus_a_row_measured_with_are_written_as_taskset_does():
     assert cpu_list([0, 1]) == "0-1"
     assert cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert cpu_list([3]) == "3"
+
+
+def test_a_kernel_rewritten_by_onednn_or_fused_is_still_the_op_it_computes():
+    """On Intel CPUs TensorFlow's oneDNN pass runs MatMul as _MklMatMul: the placement
+    evidence must find it (it once made every point `failed` there) and say what ran."""
+    from types import SimpleNamespace as Node
+
+    from tfscale.worker.graph import kernel, read
+
+    names = ["_MklMatMul", "_MklNativeMatMul", "_FusedMatMul", "_MklNativeFusedMatMul"]
+    assert {kernel(name) for name in names} == {"MatMul"}
+    assert kernel("_MklAddN") == "AddN" and kernel("CollectiveReduceV2") == "CollectiveReduceV2"
+    assert kernel("_Send") == "_Send" and kernel("BatchMatMulV2") == "BatchMatMulV2"
+
+    cpu = "/job:localhost/replica:0/task:0/device:CPU:0"
+    nodes = [
+        Node(name="while/body/_1/while/MatMul", op="_MklMatMul", device=cpu, attr={}),
+        Node(name="MatMul_outside", op="MatMul", device=cpu, attr={}),  # not in the loop
+    ]
+    metadata = Node(function_graphs=[Node(partition_graphs=[Node(node=nodes)])])
+    executed = read(metadata, ("MatMul",))
+    assert executed.kernels == ("CPU:0",)
+    assert executed.fields()["kernels"] == ["_MklMatMul"]

@@ -13,9 +13,18 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tensorflow.python.eager import context
-
 TRANSFERS = ("_Send", "_Recv", "_HostSend", "_HostRecv")
+# TensorFlow's oneDNN pass rewrites CPU kernels on Intel CPUs (MatMul -> _MklMatMul) and the
+# remapper fuses some (MatMul + BiasAdd -> _FusedMatMul): the same op, under another name
+_REWRITTEN = ("_MklNative", "_Mkl", "_Fused")
+
+
+def kernel(op: str) -> str:
+    """The op a kernel computes, whatever rewrote it: '_MklMatMul' -> 'MatMul'."""
+    for prefix in _REWRITTEN:
+        if op.startswith(prefix):
+            op = op[len(prefix) :]
+    return op.removeprefix("Fused") if op.startswith("FusedMatMul") else op
 
 
 def short_device(name: str) -> str:
@@ -37,9 +46,11 @@ class Executed:
     kernels: tuple[str, ...]  # devices of the watched kernels inside the loop, one per node
     loop_transfers: int  # _Send/_Recv nodes inside the loop, all partitions together
     parallel_iterations: tuple[int, ...]  # of every loop frame that ran
+    kernel_ops: tuple[str, ...] = ()  # the watched kernels' names as executed ('_MklMatMul')
 
     def fields(self) -> dict:
         return {
+            "kernels": sorted(set(self.kernel_ops)),
             "partitions": len(self.partitions),
             "loop_transfers": self.loop_transfers,
             "parallel_iterations": sorted(set(self.parallel_iterations)),
@@ -53,7 +64,7 @@ def _in_loop(name: str) -> bool:
 def read(run_metadata, kernels: tuple[str, ...]) -> Executed | None:
     """Executed facts from the run metadata of a function's first call; None if the call
     instantiated nothing new (the function ran before: its graphs were recorded then)."""
-    partitions, found, transfers, parallel = [], [], 0, []
+    partitions, found, transfers, parallel, names = [], [], 0, [], []
     for function in run_metadata.function_graphs:
         for graph in function.partition_graphs:
             devices = Counter(node.device for node in graph.node if node.device)
@@ -61,19 +72,24 @@ def read(run_metadata, kernels: tuple[str, ...]) -> Executed | None:
             for node in graph.node:
                 if not _in_loop(node.name):
                     continue
-                if node.op in kernels:
+                if kernel(node.op) in kernels:
                     found.append(short_device(node.device))
+                    names.append(node.op)
                 elif node.op in TRANSFERS:
                     transfers += 1
                 elif node.op == "Enter" and "parallel_iterations" in node.attr:
                     parallel.append(node.attr["parallel_iterations"].i)
     if not partitions:
         return None
-    return Executed(tuple(sorted(partitions)), tuple(sorted(found)), transfers, tuple(parallel))
+    return Executed(
+        tuple(sorted(partitions)), tuple(sorted(found)), transfers, tuple(parallel), tuple(names)
+    )
 
 
 def call_recorded(fn, *args):
     """Call `fn(*args)` with run metadata recorded; (its result, the metadata)."""
+    from tensorflow.python.eager import context
+
     context.enable_run_metadata()
     try:
         out = fn(*args)
