@@ -43,7 +43,7 @@ SHAPES = {"2048^3": (2048, 2048, 2048), "[200,20]@[20,20000]": (200, 20, 20000)}
 SHAPES["[1024,1]@[1,1024]"] = (1024, 1, 1024)
 TIMING = {"warmup": 2, "min_repeats": 5, "min_time_s": 0.2, "max_time_s": 10, "min_block_s": 0.01}
 QUICK = {**TIMING, "min_time_s": 0.05, "max_time_s": 2}  # CI: that every column runs
-TF_DEFAULTS = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}  # malloc: TensorFlow's default on CPUs
+TF_DEFAULTS = {"TF_CPU_ALLOCATOR_USE_BFC": "false"}  # TF default: malloc, or oneDNN's where on
 BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}  # TensorFlow's BFC allocator: opt-in on CPUs
 REFERENCE_STEPS = {  # column: (reference kind, its environment)
     "loop": ("loop", TF_DEFAULTS),

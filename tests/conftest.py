@@ -55,11 +55,12 @@ def write_config(tmp_path):
     return write
 
 
-def host_allocator() -> str:
-    """The host allocator TensorFlow's workers get here: malloc unless the environment opts
-    into BFC (worker/devices.py keeps TensorFlow's default)."""
+def host_allocator(measured_with: dict) -> str:
+    """The host allocator TensorFlow's workers get here (worker/devices.py keeps TensorFlow's
+    default): BFC where the environment opts into it, else oneDNN's where the row says oneDNN
+    is on (Intel CPUs with AVX-512 VNNI), else malloc."""
     opted = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
-    return "bfc" if opted else "malloc"
+    return "bfc" if opted else "onednn" if measured_with["onednn"] else "malloc"
 
 
 def user_env(env: dict | None = None) -> dict:

@@ -49,7 +49,8 @@ def test_fidelity_runs_tfscale_as_users_do_beside_bare_process_references():
     assert case["loop"]["ratio"] == [1.0]  # the column the ratios are taken against
     # the tfscale column is a `tfscale run` row: its actor said what it measured with
     # TensorFlow's default allocator, like the bare loop the ratios are taken against
-    assert case["tfscale"]["measured_with"]["host_allocator"] == "malloc"
+    measured = case["tfscale"]["measured_with"]
+    assert measured["host_allocator"] == ("onednn" if measured["onednn"] else "malloc")
     assert case["tfscale"]["measured_with"]["nice"] == 0
     (blog,) = figures["blog"].values()
     assert positive(blog["blog_s"], blog["per_call_s"])

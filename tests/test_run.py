@@ -128,7 +128,7 @@ def test_workers_measure_at_normal_priority_with_tensorflows_host_allocator(tiny
     for row in rows:
         conditions = row["measured_with"]
         assert conditions["nice"] == 0, conditions
-        assert conditions["host_allocator"] == host_allocator(), conditions
+        assert conditions["host_allocator"] == host_allocator(conditions), conditions
         assert conditions["intra_op_threads"] == row["threads"] and conditions["cpus"]
 
 

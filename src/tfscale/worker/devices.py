@@ -142,9 +142,12 @@ def measured_with() -> dict:
     workers at 15 unless told otherwise), and the host allocator really in use."""
     import tensorflow as tf
 
+    onednn = _onednn_enabled()
     try:
         tf.config.experimental.get_memory_info("CPU:0")  # only a BFC allocator keeps stats
-        allocator = "bfc"
+        # TensorFlow's BFC where opted into, else oneDNN's (BFC for large blocks)
+        opted = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
+        allocator = "onednn" if onednn and not opted else "bfc"
     except ValueError:
         allocator = "malloc"
     return {
@@ -153,7 +156,20 @@ def measured_with() -> dict:
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "nice": _tensorflow_niceness(),
         "host_allocator": allocator,
+        "onednn": onednn,
     }
+
+
+def _onednn_enabled() -> bool | None:
+    """Whether TensorFlow's oneDNN CPU kernels are on (by default where the CPU has AVX-512
+    VNNI or newer; TF_ENABLE_ONEDNN_OPTS overrides): they change the kernels and the host
+    allocator. None where this TensorFlow cannot say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def cpu_list(cpus: list[int]) -> str:

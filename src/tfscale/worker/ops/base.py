@@ -52,9 +52,12 @@ def on_devices(replicas: Replicas, build, host: bool = False) -> list:
     return out
 
 
-def reference(shape: tuple[int, ...], what: str, replica: int, dtype: str) -> np.ndarray:
-    """The same operand (or its first rows) as float64 NumPy, for references."""
-    return operand(shape, what, replica, dtype).numpy().astype(np.float64)
+def reference(
+    shape: tuple[int, ...], what: str, replica: int, dtype: str, columns: int | None = None
+) -> np.ndarray:
+    """The same operand (or its first rows, or its first `columns`) as float64 NumPy, for
+    references."""
+    return operand(shape, what, replica, dtype)[..., :columns].numpy().astype(np.float64)
 
 
 def accumulation_eps(dtype: str) -> float:

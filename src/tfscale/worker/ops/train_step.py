@@ -31,7 +31,6 @@ from tfscale.worker.ops.base import (
     accumulation_eps,
     on_devices,
     operand,
-    reference,
     relative_error,
 )
 from tfscale.worker.replicas import Replicas, all_reduce_sum, apply_update, replica_steps
@@ -68,15 +67,18 @@ class TrainStep(Op):
         host = point.data == "host"
         w0 = operand((point.k, point.n), "w", 0, point.dtype)
         w = replicas.variable(w0)
-        xs = on_devices(
-            replicas, lambda r: operand((rows[r], point.k), "x", r, point.dtype), host=host
-        )
-        targets = on_devices(
-            replicas, lambda r: operand((rows[r], point.n), "target", r, point.dtype)
-        )
+        # the host operands are kept for the numerical check: regenerating X and T there
+        # took longer than the point's warm-up (1.8 s at m = 65,536)
+        made = {
+            (what, r): operand((rows[r], width), what, r, point.dtype)
+            for r in replicas.ids()
+            for what, width in (("x", point.k), ("target", point.n))
+        }
+        xs = on_devices(replicas, lambda r: made["x", r], host=host)
+        targets = on_devices(replicas, lambda r: made["target", r])
         return Loaded(
             (replicas.argument(xs), replicas.argument(targets)),
-            {"w0": w0, "w": w, "rows": rows},
+            {"w0": w0, "w": w, "rows": rows, "made": made},
             [w],
         )
 
@@ -138,20 +140,24 @@ class TrainStep(Op):
                 f"X has {global_m * point.k:,} elements (reference limit {CHECK_LIMIT:,})",
             )
         columns = min(point.n, HEAD_COLS)
-        x = np.concatenate(
-            [reference((r_rows, point.k), "x", r, point.dtype) for r, r_rows in enumerate(rows)]
-        )
+        made = loaded.check["made"]
+
+        def stored(what: str, r: int, shape: tuple[int, int], keep: int | None = None):
+            """A shard as stored (this process's, or regenerated from its seed), as NumPy."""
+            tensor = made.get((what, r))
+            if tensor is None:  # another worker's replica
+                tensor = operand(shape, what, r, point.dtype)
+            return tensor[:, :keep].numpy()
+
+        x = np.concatenate([stored("x", r, (n, point.k)) for r, n in enumerate(rows)])
         target = np.concatenate(
-            [
-                reference((r_rows, point.n), "target", r, point.dtype)[:, :columns]
-                for r, r_rows in enumerate(rows)
-            ]
+            [stored("target", r, (n, point.n), columns) for r, n in enumerate(rows)]
         )
         w0 = loaded.check["w0"].numpy().astype(np.float64)[:, :columns]
         lr = learning_rate(global_m, point.k)
         w = w0.copy()
         for _ in range(loaded.check["steps"]):
-            w -= lr / global_m * (x.T @ (x @ w - target))
+            w -= lr / global_m * _gradient(x, target, w)
         expected, start = w[:HEAD_ROWS], w0[:HEAD_ROWS]
         worst = max(relative_error(head - start, expected - start) for head in heads)
         steps = loaded.check["steps"]
@@ -160,6 +166,16 @@ class TrainStep(Op):
             + 32 * accumulation_eps(point.dtype) * math.sqrt(global_m + point.k)
         )
         return worst, tolerance, None
+
+
+def _gradient(x: np.ndarray, target: np.ndarray, w: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """X^T (X W - T) in float64, a chunk of rows at a time: a float64 copy of a large X would
+    cost more to write (page faults) than the products themselves."""
+    total = np.zeros_like(w)
+    for start in range(0, len(x), chunk):
+        rows = x[start : start + chunk].astype(np.float64)
+        total += rows.T @ (rows @ w - target[start : start + chunk])
+    return total
 
 
 def _ratio(w: np.ndarray, delta: np.ndarray) -> float:
