@@ -149,15 +149,15 @@ class TrainStep(Op):
                 tensor = operand(shape, what, r, point.dtype)
             return tensor[:, :keep].numpy()
 
-        x = np.concatenate([stored("x", r, (n, point.k)) for r, n in enumerate(rows)])
-        target = np.concatenate(
-            [stored("target", r, (n, point.n), columns) for r, n in enumerate(rows)]
-        )
+        shards = [
+            (stored("x", r, (n, point.k)), stored("target", r, (n, point.n), columns))
+            for r, n in enumerate(rows)
+        ]
         w0 = loaded.check["w0"].numpy().astype(np.float64)[:, :columns]
         lr = learning_rate(global_m, point.k)
         w = w0.copy()
         for _ in range(loaded.check["steps"]):
-            w -= lr / global_m * _gradient(x, target, w)
+            w -= lr / global_m * sum(_gradient(x, target, w) for x, target in shards)
         expected, start = w[:HEAD_ROWS], w0[:HEAD_ROWS]
         worst = max(relative_error(head - start, expected - start) for head in heads)
         steps = loaded.check["steps"]
