@@ -159,7 +159,8 @@ def test_dispatch_overhead_lowers_loop_scaling_below_two():
     assert 1.5 <= sampled.loop_scaling < 2 and sampled.warnings == []
 
 
-def test_blocks_far_over_min_block_s_are_not_doubled():
+def test_blocks_far_over_min_block_s_are_not_doubled(monkeypatch):
+    monkeypatch.setattr(timing, "ONE_CALL_S", math.inf)  # the 2x check itself
     op = FakeOp(per_iteration=5 * MIN_BLOCK)  # one iteration already lasts 5 min_block_s
     sampled = timing.sample(op.block, settings(min_time_s=2.0), clock=op.clock)
     # calibration's check (2 iterations take twice 1) proves the loop: no extra block
@@ -177,7 +178,8 @@ def test_call_s_is_one_whole_call_of_one_iteration_dispatch_included():
     assert sampled.samples[0] == (8 + sampled.inner) * PER_ITERATION / sampled.inner
 
 
-def test_call_s_of_an_op_timed_one_call_a_block_is_its_median_sample():
+def test_call_s_of_an_op_timed_one_call_a_block_is_its_median_sample(monkeypatch):
+    monkeypatch.setattr(timing, "ONE_CALL_S", math.inf)  # the 2x check itself
     op = FakeOp(per_iteration=5 * MIN_BLOCK)
     sampled = timing.sample(op.block, settings(), clock=op.clock)
     assert sampled.inner == 1 and sampled.call_s == 5 * MIN_BLOCK
@@ -207,12 +209,22 @@ def test_one_noisy_block_does_not_pass_for_a_costly_call():
     assert sampled.inner == 77 and sampled.loop_scaling == 2.0 and sampled.warnings == []
 
 
-def test_one_noisy_block_of_one_iteration_is_measured_again_before_inner_grows():
+def test_one_noisy_block_of_one_iteration_is_measured_again_before_inner_grows(monkeypatch):
+    monkeypatch.setattr(timing, "ONE_CALL_S", math.inf)  # the 2x check itself
     # one iteration fills a block (5 min_block_s); the first block is 20% slow, so its double
     # looks short of 2x
     op = FakeOp(per_iteration=5 * MIN_BLOCK, slower_first=[1.2])
     inner, _, scaling = timing.calibrate(op.block, MIN_BLOCK, max_block_s=4.0)
     assert op.inners == [1, 2, 1, 2] and inner == 1 and scaling == 2.0
+
+
+def test_an_iteration_of_over_one_call_s_is_timed_one_call_a_block_without_a_2x_check():
+    op = FakeOp(per_iteration=2 * timing.ONE_CALL_S, dispatch=PER_ITERATION)
+    inner, spent, scaling = timing.calibrate(op.block, MIN_BLOCK)
+    assert op.inners == [1] and inner == 1 and scaling is None  # one block, no doubling
+    sampled = timing.sample(op.block, settings(), clock=op.clock)
+    assert sampled.inner == 1 and sampled.loop_scaling is None and not sampled.warnings
+    assert 2 not in op.inners
 
 
 def test_the_call_around_the_loop_is_at_most_5_percent_of_a_sampled_block():

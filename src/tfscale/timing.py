@@ -17,6 +17,10 @@ MAX_INNER = 1 << 24
 LOOP_BOUND = 1.85  # t(2 inner) / t(inner) at or above this: the loop fills the block
 ROUNDS = 6  # at most this many rounds of growing inner to get there
 LONG_BLOCK_S = 1.0  # a block this long is long enough, whatever the ratio says (noise)
+# a block of one iteration this long needs no loop: the call around it (0.2-3 ms of dispatch
+# here, a few ms with a multi-worker group's closing all-reduce) is a few % of it, while
+# checking 2 x inner against inner on a machine whose blocks swing +-25% took up to 6 blocks
+ONE_CALL_S = 0.1
 CALL_SHARE = 0.05  # at most this share of a sampled block is the call around the loop
 
 Block = Callable[[int], float]
@@ -58,7 +62,8 @@ def calibrate(
     bounded by the fastest of 3 whole calls of one iteration, so a noisy block does not inflate
     it, and calibration stops where the call is already that small), stopping once a block
     lasts `max_block_s` (noise can make the ratio look short of 2 at any length, and the
-    samples must still fit in the time a point may take).
+    samples must still fit in the time a point may take), or at once where one iteration
+    lasts ONE_CALL_S (the call is then a few % of the block; the row has no loop scaling).
 
     Returns inner, the seconds spent, and t(2 inner) / t(inner) where that was measured at
     the final inner (the loop filled the block), else None."""
@@ -78,6 +83,8 @@ def calibrate(
         inner = min(MAX_INNER, max(2 * inner, math.ceil(inner * min(grow, 100.0))))
     for _ in range(ROUNDS):
         if inner > MAX_INNER // 2 or 2 * took > max_block_s:  # the double must fit too
+            break
+        if inner == 1 and took >= ONE_CALL_S:
             break
         double = block(2 * inner)
         spent += double
