@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import asdict, dataclass, field
 
 from tfscale.worker.gpus import GpuInfo, complete, nvidia_smi, parse_description
@@ -59,6 +60,7 @@ def setup(
     multi-worker strategy must configure collectives before anything initialises it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     host = host_memory_bytes()
+    _without_plotting()
     try:
         import tensorflow as tf
     except ImportError as exc:
@@ -134,6 +136,14 @@ def check_gpu_count(seen: int, wanted: int, visible: str | None, built_with_cuda
         f"Ray assigned {wanted} GPU{'s' if wanted > 1 else ''} (CUDA_VISIBLE_DEVICES={visible!r}) "
         f"but TensorFlow sees {seen}: {why}; nothing was measured on the CPU instead"
     )
+
+
+def _without_plotting() -> None:
+    """Importing TensorFlow imports Keras, whose image gallery imports matplotlib.pyplot where
+    it is installed (the driver's plots need it): 0.5-0.7 s of CPU in every worker, on the
+    cores the other groups' workers start on. Workers never plot; Keras does without it."""
+    if "matplotlib" not in sys.modules:
+        sys.modules["matplotlib"] = None  # `import matplotlib` raises ImportError here
 
 
 def measured_with() -> dict:
