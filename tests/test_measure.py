@@ -185,6 +185,10 @@ def cpu():
             return min(m.block(n) for _ in range(7))
         out["loop"] = {{"t10": best(10), "t160": best(160)}}
         out["describe"] = worker.describe()
+        import sys
+        out["keras_without_pyplot"] = "keras" in sys.modules and not any(
+            name.startswith("matplotlib") and sys.modules[name] for name in list(sys.modules)
+        )
 
         replicas = Replicas(worker.devices)
         p = Point("cpu", 4, 50, 8, "float32", "device")
@@ -225,6 +229,8 @@ def test_cpu_group_measures_every_op_and_says_what_it_cannot(cpu):
     assert dot["measured_with"]["host_allocator"] == host_allocator(dot["measured_with"])
     assert len(dot["samples"]) >= TIMING["min_repeats"]
     assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
+    # TensorFlow came with Keras, Keras without matplotlib (workers never plot)
+    assert cpu["keras_without_pyplot"]
     train = rows["train"]
     assert train["status"] == "ok" and train["numerics_error"] < 1e-4
     assert "compute_s" not in train  # one replica: no all-reduce to break down
