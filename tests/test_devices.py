@@ -101,3 +101,17 @@ def test_a_kernel_rewritten_by_onednn_or_fused_is_still_the_op_it_computes():
     executed = read(metadata, ("MatMul",))
     assert executed.kernels == ("CPU:0",)
     assert executed.fields()["kernels"] == ["_MklMatMul"]
+
+
+def test_a_call_that_instantiates_only_helpers_leaves_the_recorded_loop_evidence():
+    """A point that repeats the previous one's shapes reuses its traced loop; its recorded
+    call may still instantiate small helper functions. Those are not the timed loop: read()
+    says nothing new (the loop's recorded evidence stands) instead of "kernels ran on []"."""
+    from types import SimpleNamespace as Node
+
+    from tfscale.worker.graph import read
+
+    cpu = "/job:localhost/replica:0/task:0/device:CPU:0"
+    helper = [Node(name="strided_slice", op="StridedSlice", device=cpu, attr={})]
+    metadata = Node(function_graphs=[Node(partition_graphs=[Node(node=helper)])] * 2)
+    assert read(metadata, ("MatMul",)) is None

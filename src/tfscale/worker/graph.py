@@ -63,9 +63,13 @@ def _in_loop(name: str) -> bool:
 
 def read(run_metadata, kernels: tuple[str, ...]) -> Executed | None:
     """Executed facts from the run metadata of a function's first call; None if the call
-    instantiated nothing new (the function ran before: its graphs were recorded then)."""
+    instantiated no new loop (the function ran before: its graphs were recorded then)."""
     partitions, found, transfers, parallel, names = [], [], 0, [], []
     for function in run_metadata.function_graphs:
+        if not any(_in_loop(n.name) for g in function.partition_graphs for n in g.node):
+            # a helper TensorFlow instantiated beside an already recorded function (seen when
+            # a point repeats the previous one's shapes): not the timed loop
+            continue
         for graph in function.partition_graphs:
             devices = Counter(node.device for node in graph.node if node.device)
             partitions.append(short_device(devices.most_common(1)[0][0]) if devices else "?")

@@ -150,7 +150,10 @@ class TrainStep(Op):
             return tensor[:, :keep].numpy()
 
         shards = [
-            (stored("x", r, (n, point.k)), stored("target", r, (n, point.n), columns))
+            (
+                stored("x", r, (n, point.k)),
+                stored("target", r, (n, point.n), columns).astype(np.float64),
+            )
             for r, n in enumerate(rows)
         ]
         w0 = loaded.check["w0"].numpy().astype(np.float64)[:, :columns]
