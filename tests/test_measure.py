@@ -175,6 +175,7 @@ def cpu():
             for name, coordinates in {{
                 "dot": {point("cpu", 1, 100, 1)!r},
                 "train": {point("cpu", 16, 8, 4, op="train_step")!r},
+                "train64": {point("cpu", 16, 8, 4, op="train_step", dtype="float64")!r},
                 "allreduce": {point("cpu", 4, 0, 4, op="allreduce")!r},
                 "tf32": {point("cpu", 4, 4, 4)!r} | {{"dtype": "tf32"}},
             }}.items()
@@ -227,6 +228,9 @@ def test_cpu_group_measures_every_op_and_says_what_it_cannot(cpu):
     assert dot["call_s"] > np.median(dot["samples"])  # one Python call > one iteration
     train = rows["train"]
     assert train["status"] == "ok" and train["numerics_error"] < 1e-4
+    # float64 steps stay float64 (a Python float through tf.cast was rounded to float32 once)
+    train64 = rows["train64"]
+    assert train64["status"] == "ok" and train64["numerics_error"] < 1e-12, train64
     assert "compute_s" not in train  # one replica: no all-reduce to break down
     assert rows["allreduce"] == {
         "status": "skipped",

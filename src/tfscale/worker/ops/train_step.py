@@ -98,12 +98,12 @@ class TrainStep(Op):
             elif host:
                 x = tf.identity(x)
             y = tf.matmul(x, w)
-            dy = (y - target) * tf.cast(scale, y.dtype)
+            dy = (y - target) * tf.constant(scale, y.dtype)  # a float64 stays float64
             dw = tf.matmul(x, dy, transpose_a=True)
             dx = tf.matmul(dy, w, transpose_b=True)
             if reduce:
                 dw = all_reduce_sum(dw)
-            update = apply_update(w, dw * tf.cast(lr * scale, dw.dtype))
+            update = apply_update(w, dw * tf.constant(lr * scale, dw.dtype))
             with tf.control_dependencies([update]):
                 return tf.reduce_sum(tf.cast(dx, tf.float32))
 
