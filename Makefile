@@ -8,8 +8,8 @@ BIN    := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/tfscale run configs/quickstart.yaml
 
-# three processes (pytest-xdist), a test module in one: most of a test's time is spent
-# waiting for Ray nodes, actors and fault detection, which overlap
+# three processes (pytest-xdist), a test module in one: that keeps both CPUs of a 2-core
+# machine busy (Ray nodes, TensorFlow processes); more only add contention (benchmarks/README)
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
