@@ -58,7 +58,7 @@ def write_config(tmp_path):
 def host_allocator(measured_with: dict) -> str:
     """The host allocator TensorFlow's workers get here (worker/devices.py keeps TensorFlow's
     default): BFC where the environment opts into it, else oneDNN's where the row says oneDNN
-    is on (Intel CPUs with AVX-512 VNNI), else malloc."""
+    is on (CPUs with AVX-512 VNNI or newer), else malloc."""
     opted = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("1", "true")
     return "bfc" if opted else "onednn" if measured_with["onednn"] else "malloc"
 

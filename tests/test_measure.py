@@ -194,6 +194,17 @@ def cpu():
         check = lambda heads: OPS["matmul"].numerics(p, loaded, heads, replicas)
         out["numerics"] = {{"right": check([right]), "wrong": check([right * 0 + 1])}}
 
+        from tfscale.worker.ops import train_step
+        step = Point("cpu", 16, 8, 4, "float32", "device", op="train_step")
+        kept = len(OPS["train_step"].load(step, replicas, "step").check["made"])
+        train_step.CHECK_LIMIT = 16 * 8 - 1  # one element over: no check will run
+        unchecked = OPS["train_step"].load(step, replicas, "step")
+        out["host_copies"] = {{
+            "kept": kept,
+            "unchecked": len(unchecked.check["made"]),
+            "reason": OPS["train_step"].numerics(step, unchecked, [], replicas)[2],
+        }}
+
         def exhausted(*args, **kwargs):
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\\nmore")
         before = MatMul.load
@@ -258,6 +269,12 @@ def test_numerical_check_catches_a_wrong_result(cpu):
     error, tolerance, _ = cpu["numerics"]["right"]
     wrong, _, _ = cpu["numerics"]["wrong"]
     assert error < tolerance < wrong
+
+
+def test_train_step_keeps_host_copies_only_for_a_check_that_runs(cpu):
+    copies = cpu["host_copies"]
+    assert copies["kept"] == 2  # X and T of the one replica, for the numerical check
+    assert copies["unchecked"] == 0 and "reference limit" in copies["reason"]
 
 
 def test_out_of_memory_becomes_an_oom_row_before_or_during_sampling(cpu):
